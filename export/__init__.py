@@ -1,0 +1,1 @@
+"""Checkpoint -> ONNX graphs -> TensorRT engines, written as a self-describing bundle."""

@@ -1,0 +1,19 @@
+"""Shared test set-up: keep DDS on this machine and on a domain of this test run's own."""
+import os
+
+import pytest
+
+# Set before anything imports rclpy, so every node of this run (and any child process,
+# which inherits the environment) talks only on loopback, on this run's own domain.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+
+
+@pytest.fixture
+def ros_context():
+    """A fresh rclpy context, shut down after the test."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
