@@ -1,0 +1,141 @@
+"""Box geometry shared by training, runtime and the ROS layer: rotations, 3D box corners, image boxes.
+
+Numpy only, so that the runtime never needs ROS. All functions are batched over a leading axis R.
+"""
+
+import numpy as np
+
+# Corner order of a 3D box, as the training data writes it: the sign of (x, y, z) in the box's own frame,
+# z varying fastest. The position embedding reads corners in this order, so it must never change.
+BOX_CORNER_SIGNS = np.array(
+    [
+        [-1, -1, -1],
+        [-1, -1, +1],
+        [-1, +1, -1],
+        [-1, +1, +1],
+        [+1, -1, -1],
+        [+1, -1, +1],
+        [+1, +1, -1],
+        [+1, +1, +1],
+    ],
+    dtype=np.float64,
+)
+
+# Below this norm a quaternion carries no orientation, only noise.
+MIN_QUATERNION_NORM = 1e-6
+
+
+def _as_batch(name: str, array, trailing: tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim != 1 + len(trailing) or array.shape[1:] != trailing:
+        expected = ", ".join(["R", *map(str, trailing)])
+        raise ValueError(f"{name} has shape {array.shape}, expected ({expected})")
+    return array
+
+
+def quaternion_to_matrix(quaternions) -> np.ndarray:
+    """Rotation matrices (R, 3, 3) from quaternions (R, 4) in ROS order (x, y, z, w).
+
+    Quaternions need not be unit length: each is normalised here. A quaternion of (near) zero length has no
+    orientation and raises ValueError naming its row.
+    """
+    q = _as_batch("quaternions", quaternions, (4,))
+    norm_sq = np.einsum("ri,ri->r", q, q)
+    zero = np.flatnonzero(~(norm_sq >= MIN_QUATERNION_NORM**2))
+    if zero.size:
+        raise ValueError(
+            f"quaternions at rows {zero.tolist()} have zero length (or are not finite): "
+            "give a unit quaternion, (0, 0, 0, 1) for no rotation"
+        )
+    x, y, z, w = q.T
+    s = 2.0 / norm_sq  # 2/|q|^2 instead of 2 normalises q inside the formula
+    return np.stack(
+        [
+            np.stack([1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)], axis=-1),
+            np.stack([s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)], axis=-1),
+            np.stack([s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)], axis=-1),
+        ],
+        axis=-2,
+    )
+
+
+def yaw_to_matrix(yaw) -> np.ndarray:
+    """Rotation matrices (R, 3, 3) about +z by yaw (R,) radians, counter-clockwise seen from above."""
+    yaw = _as_batch("yaw", yaw, ())
+    c, s = np.cos(yaw), np.sin(yaw)
+    zero, one = np.zeros_like(yaw), np.ones_like(yaw)
+    return np.stack(
+        [
+            np.stack([c, -s, zero], axis=-1),
+            np.stack([s, c, zero], axis=-1),
+            np.stack([zero, zero, one], axis=-1),
+        ],
+        axis=-2,
+    )
+
+
+def box_corners(center, size, rotation) -> np.ndarray:
+    """The 8 corners (R, 8, 3) float32 of oriented boxes, in BOX_CORNER_SIGNS order.
+
+    center (R, 3) and size (R, 3, full extents) are in the parent frame's units; rotation (R, 3, 3) maps the
+    box frame to the parent frame.
+    """
+    center = _as_batch("center", center, (3,))
+    size = _as_batch("size", size, (3,))
+    rotation = _as_batch("rotation", rotation, (3, 3))
+    if not center.shape[0] == size.shape[0] == rotation.shape[0]:
+        raise ValueError(
+            f"center, size and rotation hold {center.shape[0]}, {size.shape[0]} and {rotation.shape[0]} "
+            "boxes: give one row per box in each"
+        )
+    local = BOX_CORNER_SIGNS[None] * (size[:, None, :] / 2.0)  # (R, 8, 3)
+    corners = np.einsum("rij,rkj->rki", rotation, local) + center[:, None, :]
+    return corners.astype(np.float32)
+
+
+def _check_image_size(width, height) -> None:
+    if not (width > 0 and height > 0):
+        raise ValueError(f"image size {width}x{height} is empty: width and height must be positive")
+
+
+def clip_boxes_xyxy(boxes_px, width: int, height: int) -> np.ndarray:
+    """Pixel boxes (R, 4) as (x1, y1, x2, y2) clipped to a width x height image, as float32.
+
+    Coordinates are continuous pixel edges, so the image spans [0, width] x [0, height].
+    """
+    _check_image_size(width, height)
+    boxes = _as_batch("boxes_px", boxes_px, (4,))
+    upper = np.array([width, height, width, height], dtype=np.float64)
+    return np.clip(boxes, 0.0, upper).astype(np.float32)
+
+
+def normalize_boxes_xyxy(boxes_px, width: int, height: int) -> np.ndarray:
+    """Pixel boxes (R, 4) xyxy clipped to the image and divided by its size: float32 in [0, 1]."""
+    clipped = clip_boxes_xyxy(boxes_px, width, height).astype(np.float64)
+    return (clipped / np.array([width, height, width, height], dtype=np.float64)).astype(np.float32)
+
+
+def degenerate_boxes_xyxy(boxes_px, width: int, height: int) -> dict[int, str]:
+    """Boxes that describe no pixels of a width x height image, as {row: reason}; empty when all are usable.
+
+    A box is degenerate when a coordinate is not finite, when x2 < x1 or y2 < y1, or when it has zero width
+    or height once clipped to the image (it lies outside the image, or is a line or a point).
+    """
+    boxes = _as_batch("boxes_px", boxes_px, (4,))
+    clipped = clip_boxes_xyxy(boxes, width, height)
+    problems: dict[int, str] = {}
+    for row, (box, (cx1, cy1, cx2, cy2)) in enumerate(zip(boxes, clipped)):
+        x1, y1, x2, y2 = box
+        if not np.isfinite(box).all():
+            problems[row] = f"box {box.tolist()} has a coordinate that is not finite"
+        elif x2 < x1 or y2 < y1:
+            problems[row] = (
+                f"box {box.tolist()} has negative size ({x2 - x1:g} x {y2 - y1:g}): "
+                "give (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2"
+            )
+        elif cx2 <= cx1 or cy2 <= cy1:
+            problems[row] = (
+                f"box {box.tolist()} covers {cx2 - cx1:g} x {cy2 - cy1:g} pixels of the {width}x{height} image: "
+                "it lies outside the image or has zero width or height"
+            )
+    return problems
