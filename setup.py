@@ -28,7 +28,6 @@ setup(
     # package.xml through rosdep. Listing them here would let pip pick another torch.
     install_requires=["setuptools"],
     zip_safe=True,
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "region_describer = regionblip_ros.describer_node:main",
