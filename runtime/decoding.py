@@ -1,0 +1,165 @@
+"""Greedy and beam-search decoding over a KV-cached language-model step, in numpy.
+
+Every row starts from a soft prompt (R, Q, D) followed by BOS and stops at the stop token
+("\n"). Choices follow transformers' generate: min_new_tokens forbids the stop token until that
+many tokens exist, and beam search ranks hypotheses by sum of log-probs / length
+(length_penalty 1). A description's score is the mean log-prob, under the model's unmodified
+distribution, of its tokens up to and including the stop token: the same score the torch
+reference reports.
+"""
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class LanguageModelStep(Protocol):
+    """One forward pass of the LLM with a KV cache.
+
+    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T);
+    returns the logits of the last position (B, V) and the grown cache. `past` is None on the
+    first call; `reorder(past, rows)` selects cache rows for beam search.
+    """
+
+    def __call__(self, prefix_embeds: np.ndarray, input_ids: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
+
+    def reorder(self, past: Any, rows: np.ndarray) -> Any: ...
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    bos_token_id: int
+    eos_token_id: int  # the stop token ("\n")
+    pad_token_id: int
+    max_new_tokens: int = 30
+    min_new_tokens: int = 0
+    num_beams: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens or self.max_new_tokens < 1:
+            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
+                             f"{self.min_new_tokens} and {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams is {self.num_beams}: use 1 for greedy decoding or more for beam search")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    token_ids: tuple[int, ...]  # generated tokens, stop token excluded
+    score: float  # mean log-prob of the tokens, stop token included when generated
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float32, copy=False)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def decode(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
+    """Describe each row of prompt (R, Q, D); R may be 0."""
+    if len(prompt) == 0:
+        return []
+    if settings.num_beams == 1:
+        return _greedy(step, prompt, settings)
+    return _beam_search(step, prompt, settings)
+
+
+def _forbid_stop(log_probs: np.ndarray, generated: int, settings: GenerationSettings) -> np.ndarray:
+    if generated < settings.min_new_tokens:
+        log_probs = log_probs.copy()
+        log_probs[..., settings.eos_token_id] = -np.inf
+    return log_probs
+
+
+def _greedy(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
+    rows = len(prompt)
+    input_ids = np.full((rows, 1), settings.bos_token_id, dtype=np.int64)
+    logits, past = step(prompt, input_ids, None)
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    log_prob_sums = np.zeros(rows, dtype=np.float64)
+    finished = np.zeros(rows, dtype=bool)
+    empty_prefix = prompt[:, :0]
+    for generated in range(settings.max_new_tokens):
+        log_probs = log_softmax(logits)  # (R, V)
+        choice = _forbid_stop(log_probs, generated, settings).argmax(axis=-1)
+        for row in np.flatnonzero(~finished):
+            tokens[row].append(int(choice[row]))
+            log_prob_sums[row] += log_probs[row, choice[row]]
+        finished |= choice == settings.eos_token_id
+        if finished.all() or generated + 1 == settings.max_new_tokens:
+            break
+        choice[finished] = settings.pad_token_id
+        logits, past = step(empty_prefix, choice[:, None].astype(np.int64), past)
+    return [_decoded(row_tokens, total, settings) for row_tokens, total in zip(tokens, log_prob_sums)]
+
+
+def _decoded(tokens: list[int], log_prob_sum: float, settings: GenerationSettings) -> Decoded:
+    kept = tuple(tokens[:-1] if tokens and tokens[-1] == settings.eos_token_id else tokens)
+    return Decoded(token_ids=kept, score=float(log_prob_sum / max(len(tokens), 1)))
+
+
+def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
+    rows, beams = len(prompt), settings.num_beams
+    prompt = np.repeat(prompt, beams, axis=0)  # (R*K, Q, D), row r's beams are contiguous
+    input_ids = np.full((rows * beams, 1), settings.bos_token_id, dtype=np.int64)
+    logits, past = step(prompt, input_ids, None)
+    # Only beam 0 is live at the start, so the first step picks K distinct tokens.
+    beam_sums = np.tile(np.array([0.0] + [-np.inf] * (beams - 1)), (rows, 1))  # (R, K)
+    beam_tokens = [[[] for _ in range(beams)] for _ in range(rows)]
+    finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(rows)]  # (rank score, tokens, sum)
+    done = np.zeros(rows, dtype=bool)
+    empty_prefix = prompt[:, :0]
+    for generated in range(settings.max_new_tokens):
+        log_probs = log_softmax(logits).reshape(rows, beams, -1)  # (R, K, V)
+        vocab = log_probs.shape[-1]
+        candidates = beam_sums[..., None] + _forbid_stop(log_probs, generated, settings)  # (R, K, V)
+        flat = candidates.reshape(rows, -1)
+        top = np.argsort(-flat, axis=-1, kind="stable")[:, : 2 * beams]  # (R, 2K)
+        next_rows = np.arange(rows * beams, dtype=np.int64).reshape(rows, beams)
+        next_tokens = np.full((rows, beams), settings.pad_token_id, dtype=np.int64)
+        next_sums = np.full((rows, beams), -np.inf)
+        next_beam_tokens = [[[] for _ in range(beams)] for _ in range(rows)]
+        for row in range(rows):
+            if done[row]:
+                continue
+            kept = 0
+            for rank, index in enumerate(top[row]):
+                beam, token = divmod(int(index), vocab)
+                total = float(flat[row, index])
+                if not np.isfinite(total):
+                    break
+                sequence = beam_tokens[row][beam] + [token]
+                if token == settings.eos_token_id:
+                    if rank < beams:  # as transformers: a stop outside the top K does not finish a hypothesis
+                        _add_hypothesis(finished[row], sequence, total, beams)
+                    continue
+                next_rows[row, kept] = row * beams + beam
+                next_tokens[row, kept] = token
+                next_sums[row, kept] = total
+                next_beam_tokens[row][kept] = sequence
+                kept += 1
+                if kept == beams:
+                    break
+            best_running = next_sums[row].max() / (generated + 1)
+            done[row] = len(finished[row]) == beams and finished[row][-1][0] >= best_running
+        if done.all() or generated + 1 == settings.max_new_tokens:
+            break
+        beam_sums, beam_tokens = next_sums, next_beam_tokens
+        past = step.reorder(past, next_rows.reshape(-1))
+        logits, past = step(empty_prefix, next_tokens.reshape(-1, 1), past)
+    results = []
+    for row in range(rows):
+        if not done[row]:
+            for beam in range(beams):
+                if np.isfinite(next_sums[row, beam]):
+                    _add_hypothesis(finished[row], next_beam_tokens[row][beam], next_sums[row, beam], beams)
+        _, tokens, total = finished[row][0]
+        results.append(_decoded(tokens, total, settings))
+    return results
+
+
+def _add_hypothesis(hypotheses: list, tokens: list[int], log_prob_sum: float, beams: int) -> None:
+    """Keep the `beams` best hypotheses, best first, ranked by mean log-prob."""
+    hypotheses.append((log_prob_sum / len(tokens), tokens, log_prob_sum))
+    hypotheses.sort(key=lambda h: -h[0])
+    del hypotheses[beams:]

@@ -1,0 +1,94 @@
+"""The numpy decoder chooses what transformers' generate chooses, and scores like the torch reference."""
+import numpy as np
+import pytest
+import torch
+from transformers import OPTConfig, OPTForCausalLM
+
+from runtime.decoding import GenerationSettings, decode
+from training.generation import generate_from_prompt
+
+EOS = 7
+
+
+@pytest.fixture(scope="module")
+def opt():
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
+                       max_position_embeddings=128, word_embed_proj_dim=32, bos_token_id=2, eos_token_id=2,
+                       pad_token_id=1)
+    return OPTForCausalLM(config).eval()
+
+
+class RecomputingStep:
+    """A LanguageModelStep over the torch OPT that keeps the embeddings so far as its 'cache'."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, prefix_embeds, input_ids, past):
+        new = torch.cat([torch.from_numpy(prefix_embeds),
+                         self.model.get_input_embeddings()(torch.from_numpy(input_ids))], dim=1)
+        embeds = new if past is None else torch.cat([past, new], dim=1)
+        logits = self.model(inputs_embeds=embeds).logits[:, -1]
+        return logits.numpy(), embeds
+
+    def reorder(self, past, rows):
+        return past[torch.from_numpy(rows)]
+
+
+@pytest.fixture(scope="module")
+def prompts(opt):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(5, 4, opt.config.hidden_size, generator=generator)  # (R, Q, D)
+
+
+def settings(**overrides):
+    values = dict(bos_token_id=2, eos_token_id=EOS, pad_token_id=1, max_new_tokens=12, min_new_tokens=3)
+    values.update(overrides)
+    return GenerationSettings(**values)
+
+
+def reference(opt, prompts, num_beams, min_new_tokens=3, max_new_tokens=12):
+    out = generate_from_prompt(opt, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                               min_new_tokens=min_new_tokens, eos_token_id=EOS)
+    tokens = [[t for t in row.tolist() if t != 1] for row in out.token_ids]
+    return [tuple(t[:-1] if t and t[-1] == EOS else t) for t in tokens], out.scores.tolist()
+
+
+@pytest.mark.parametrize("min_new_tokens", [0, 3])
+def test_greedy_tokens_and_scores_equal_the_torch_reference(opt, prompts, min_new_tokens):
+    expected_tokens, expected_scores = reference(opt, prompts, 1, min_new_tokens)
+    decoded = decode(RecomputingStep(opt), prompts.numpy(), settings(min_new_tokens=min_new_tokens))
+    assert [d.token_ids for d in decoded] == expected_tokens
+    np.testing.assert_allclose([d.score for d in decoded], expected_scores, atol=1e-5)
+
+
+def test_beam_search_tokens_equal_transformers_beam_search(opt, prompts):
+    expected_tokens, expected_scores = reference(opt, prompts, 4)
+    decoded = decode(RecomputingStep(opt), prompts.numpy(), settings(num_beams=4))
+    assert [d.token_ids for d in decoded] == expected_tokens
+    np.testing.assert_allclose([d.score for d in decoded], expected_scores, atol=1e-5)
+
+
+def test_beam_search_scores_at_least_as_well_as_greedy(opt, prompts):
+    greedy = decode(RecomputingStep(opt), prompts.numpy(), settings())
+    beam = decode(RecomputingStep(opt), prompts.numpy(), settings(num_beams=4))
+    assert all(b.score >= g.score - 1e-6 for b, g in zip(beam, greedy))
+    assert any(b.score > g.score + 1e-4 for b, g in zip(beam, greedy))
+
+
+def test_min_new_tokens_delays_the_stop_token(opt, prompts):
+    for d in decode(RecomputingStep(opt), prompts.numpy(), settings(min_new_tokens=5, max_new_tokens=8)):
+        assert len(d.token_ids) >= 5 and EOS not in d.token_ids
+
+
+def test_zero_rows_decode_to_nothing(opt):
+    assert decode(RecomputingStep(opt), np.zeros((0, 4, 32), np.float32), settings()) == []
+
+
+@pytest.mark.parametrize("bad", [dict(min_new_tokens=5, max_new_tokens=4), dict(max_new_tokens=0),
+                                 dict(num_beams=0)])
+def test_inconsistent_settings_are_rejected(bad):
+    with pytest.raises(ValueError):
+        settings(**bad)
