@@ -1,0 +1,160 @@
+"""The OPT language model as an export graph: flat KV tensors in and out, LoRA merged or stacked.
+
+transformers 5 keeps its KV cache in a DynamicCache object that ONNX cannot carry, so this module
+re-states OPT's decoder over the same weight tensors (nothing is copied but the LoRA merge) with
+the cache as plain tensors: past_key_i / past_value_i (B, H, S, hd) in, present_* (B, H, S + T, hd)
+out. One graph serves prefill (S = 0) and decode, so the weights are stored and loaded once.
+
+Inputs: prefix_embeds (B, P, D) placed before the embeddings of input_ids (B, T) (prefill: the soft
+prompt and BOS; decode: P = 0 and the last token), optional adapter_ids (B,). Output: the logits of
+the last position (B, V): generation never needs the others.
+
+LoRA: with one modality its adapter is merged into q_proj/v_proj (W + scale * B @ A). With several,
+the base weights stay once and every adapter is stacked; `adapter_ids` picks one per batch row, and
+the id len(adapters) means no adapter (the plain image modality), so camera and LiDAR regions of
+different modalities decode in one batch.
+"""
+import torch
+import torch.nn.functional as F
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+
+def _linear_parts(module: nn.Module) -> tuple[nn.Linear, LoraLayer | None]:
+    if isinstance(module, LoraLayer):
+        return module.get_base_layer(), module
+    return module, None
+
+
+def _lora_delta(lora: LoraLayer | None, adapter: str | None) -> torch.Tensor | None:
+    """scale * B @ A of one adapter, (out, in); None when there is none to apply."""
+    if lora is None or adapter is None or adapter not in lora.lora_A:
+        return None
+    return lora.scaling[adapter] * (lora.lora_B[adapter].weight @ lora.lora_A[adapter].weight)
+
+
+def merged_linear(module: nn.Module, adapter: str | None) -> nn.Linear:
+    """A plain Linear equal to `module` with `adapter` active (or no adapter for None)."""
+    base, lora = _linear_parts(module)
+    merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+    delta = _lora_delta(lora, adapter)
+    with torch.no_grad():
+        merged.weight.copy_(base.weight if delta is None else base.weight + delta)
+        if base.bias is not None:
+            merged.bias.copy_(base.bias)
+    return merged
+
+
+class StackedLoRALinear(nn.Module):
+    """y = x W^T + b + scale_a * (x A_a^T) B_a^T, with the adapter a chosen per batch row."""
+
+    def __init__(self, module: nn.Module, adapters: list[str]):
+        super().__init__()
+        base, lora = _linear_parts(module)
+        self.weight, self.bias = base.weight, base.bias
+        a, b = [], []
+        for name in adapters:
+            if lora is None or name not in lora.lora_A:
+                raise ValueError(f"adapter {name!r} is not in the language model: export only trained modalities")
+            a.append(lora.lora_A[name].weight)
+            b.append(lora.scaling[name] * lora.lora_B[name].weight)  # scale folded into B
+        # The extra last row is all zeros: adapter id len(adapters) runs the base weights alone.
+        self.lora_a = nn.Parameter(torch.cat([torch.stack(a), torch.zeros_like(a[0])[None]]).detach())
+        self.lora_b = nn.Parameter(torch.cat([torch.stack(b), torch.zeros_like(b[0])[None]]).detach())
+
+    def forward(self, x: torch.Tensor, adapter_ids: torch.Tensor) -> torch.Tensor:
+        low_rank = torch.einsum("bti,bri->btr", x, self.lora_a[adapter_ids])  # (B, T, r)
+        return F.linear(x, self.weight, self.bias) + torch.einsum("btr,bor->bto", low_rank, self.lora_b[adapter_ids])
+
+
+class ExportableOPT(nn.Module):
+    """OPTForCausalLM's decoder with flat KV tensors, for ONNX export."""
+
+    def __init__(self, opt: nn.Module, adapters: list[str]):
+        super().__init__()
+        config = opt.config
+        decoder = opt.model.decoder
+        self.adapters = list(adapters)
+        self.stacked = len(self.adapters) > 1
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.layer_norm_before = config.do_layer_norm_before
+        self.activation = decoder.layers[0].activation_fn
+        self.embed_tokens, self.embed_positions = decoder.embed_tokens, decoder.embed_positions
+        self.project_in, self.project_out = decoder.project_in, decoder.project_out
+        self.final_layer_norm, self.lm_head = decoder.final_layer_norm, opt.lm_head
+        self.layers = nn.ModuleList()
+        for layer in decoder.layers:
+            attention = layer.self_attn
+            parts = nn.Module()
+            parts.k_proj, parts.out_proj = attention.k_proj, attention.out_proj
+            if self.stacked:
+                parts.q_proj = StackedLoRALinear(attention.q_proj, self.adapters)
+                parts.v_proj = StackedLoRALinear(attention.v_proj, self.adapters)
+            else:
+                adapter = self.adapters[0] if self.adapters else None
+                parts.q_proj = merged_linear(attention.q_proj, adapter)
+                parts.v_proj = merged_linear(attention.v_proj, adapter)
+            parts.attention_norm, parts.ffn_norm = layer.self_attn_layer_norm, layer.final_layer_norm
+            parts.fc1, parts.fc2 = layer.fc1, layer.fc2
+            self.layers.append(parts)
+
+    def _project(self, linear: nn.Module, x: torch.Tensor, adapter_ids) -> torch.Tensor:
+        return linear(x, adapter_ids) if self.stacked else linear(x)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*hd) -> (B, H, T, hd)
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def _attention(self, parts, hidden, past_key, past_value, adapter_ids):
+        query = self._heads(self._project(parts.q_proj, hidden, adapter_ids)) * self.head_dim**-0.5
+        key = torch.cat([past_key, self._heads(parts.k_proj(hidden))], dim=2)  # (B, H, S + T, hd)
+        value = torch.cat([past_value, self._heads(self._project(parts.v_proj, hidden, adapter_ids))], dim=2)
+        new, total = hidden.shape[1], key.shape[2]
+        # New token i sits at position total - new + i and sees every position up to its own.
+        visible = torch.arange(total, device=key.device)[None, :] <= (
+            torch.arange(new, device=key.device) + (total - new))[:, None]  # (T, S + T)
+        scores = (query @ key.transpose(-1, -2)).masked_fill(~visible, torch.finfo(query.dtype).min)
+        attended = scores.softmax(-1) @ value  # (B, H, T, hd)
+        return parts.out_proj(attended.transpose(1, 2).flatten(2)), key, value
+
+    def _block(self, parts, hidden, past_key, past_value, adapter_ids):
+        residual = hidden
+        if self.layer_norm_before:
+            hidden = parts.attention_norm(hidden)
+        hidden, key, value = self._attention(parts, hidden, past_key, past_value, adapter_ids)
+        hidden = residual + hidden
+        if not self.layer_norm_before:
+            hidden = parts.attention_norm(hidden)
+        residual = hidden
+        if self.layer_norm_before:
+            hidden = parts.ffn_norm(hidden)
+        hidden = residual + parts.fc2(self.activation(parts.fc1(hidden)))
+        if not self.layer_norm_before:
+            hidden = parts.ffn_norm(hidden)
+        return hidden, key, value
+
+    def forward(self, prefix_embeds: torch.Tensor, input_ids: torch.Tensor, past: list[torch.Tensor],
+                adapter_ids: torch.Tensor | None = None):
+        """past: [key_0, value_0, key_1, ...]; returns (last logits (B, V), [present key_0, value_0, ...])."""
+        embeds = torch.cat([prefix_embeds, self.embed_tokens(input_ids)], dim=1)  # (B, P + T, D)
+        past_length, new = past[0].shape[2], embeds.shape[1]
+        positions = torch.arange(new, device=embeds.device) + past_length
+        # OPT's learned positions are offset by 2 (OPTLearnedPositionalEmbedding).
+        hidden = F.embedding(positions + 2, self.embed_positions.weight)[None]
+        if self.project_in is not None:
+            embeds = self.project_in(embeds)
+        hidden = embeds + hidden
+        present = []
+        for index, parts in enumerate(self.layers):
+            hidden, key, value = self._block(parts, hidden, past[2 * index], past[2 * index + 1], adapter_ids)
+            present += [key, value]
+        last = hidden[:, -1]  # (B, D)
+        if self.final_layer_norm is not None:
+            last = self.final_layer_norm(last)
+        if self.project_out is not None:
+            last = self.project_out(last)
+        return self.lm_head(last), present
+
+    def empty_past(self, batch: int, dtype=torch.float32) -> list[torch.Tensor]:
+        shape = (batch, self.num_heads, 0, self.head_dim)
+        return [torch.zeros(shape, dtype=dtype) for _ in range(2 * len(self.layers))]
