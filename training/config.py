@@ -1,0 +1,132 @@
+"""RegionBLIP configuration: one dataclass holding every size, and named presets.
+
+The three transformers sub-models (vision encoder, Q-Former, OPT) keep their own config kwargs as dicts, exactly as
+`Blip2Config` does, so a BLIP-2 checkpoint's config round-trips without loss. Everything RegionBLIP adds (Point-BERT,
+PaFE, LoRA, losses, generation) is a flat field.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+
+MODALITIES = ("image", "image_region", "pointcloud", "pointcloud_region")
+REGION_MODALITIES = ("image_region", "pointcloud_region")
+POINT_MODALITIES = ("pointcloud", "pointcloud_region")
+# Values per box fed to PaFE and predicted by the regression head: normalized xyxy, or 8 corners x 3.
+BOX_DIMS = {"image_region": 4, "pointcloud_region": 24}
+
+
+@dataclass
+class RegionBLIPConfig:
+    vision: dict = field(default_factory=dict)  # Blip2VisionConfig kwargs
+    qformer: dict = field(default_factory=dict)  # Blip2QFormerConfig kwargs; encoder_hidden_size = vision width
+    text: dict = field(default_factory=dict)  # OPTConfig kwargs
+    num_query_tokens: int = 32
+    # Point-BERT (ULIP's copy): FPS + kNN grouping, mini-PointNet, transformer
+    point_num_group: int = 512
+    point_group_size: int = 32
+    point_pointnet_width: int = 256  # mini-PointNet: 3 -> w/2 -> w, concat global -> 2w -> 2w -> w
+    point_trans_dim: int = 384
+    point_depth: int = 12
+    point_heads: int = 6
+    # PaFE box MLP: box -> hidden -> Q-Former width
+    region_embed_hidden: int = 128
+    # LoRA, as released: scaling alpha / r = 0.125
+    lora_r: int = 8
+    lora_alpha: int = 1
+    lora_dropout: float = 0.0
+    box_loss_weight: float = 1.0
+    newline_token_id: int = 50118  # OPT's "\n": captions end with it and generation stops at it
+
+    def __post_init__(self):
+        self.qformer.setdefault("encoder_hidden_size", self.vision_config().hidden_size)
+        encoder_width = self.qformer_config().encoder_hidden_size
+        if encoder_width != self.vision_config().hidden_size:
+            raise ValueError(
+                f"qformer encoder_hidden_size is {encoder_width} but the vision width is "
+                f"{self.vision_config().hidden_size}: the Q-Former cross-attends the ViT features, make them equal"
+            )
+
+    def vision_config(self) -> Blip2VisionConfig:
+        return Blip2VisionConfig(**self.vision)
+
+    def qformer_config(self) -> Blip2QFormerConfig:
+        return Blip2QFormerConfig(**self.qformer)
+
+    def text_config(self) -> OPTConfig:
+        return OPTConfig(**self.text)
+
+    @property
+    def image_size(self) -> int:
+        return self.vision_config().image_size
+
+    @classmethod
+    def preset(cls, name: str) -> "RegionBLIPConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+        return PRESETS[name]()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RegionBLIPConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"config has unknown fields {unknown}: it was written by another version of RegionBLIP")
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RegionBLIPConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _tiny() -> RegionBLIPConfig:
+    return RegionBLIPConfig(
+        vision=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                    num_hidden_layers=2, num_attention_heads=2),
+        qformer=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     encoder_hidden_size=32),
+        text=dict(vocab_size=128, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_hidden_layers=2,
+                  num_attention_heads=2, max_position_embeddings=128),
+        num_query_tokens=8,
+        point_num_group=16, point_group_size=8, point_pointnet_width=32,
+        point_trans_dim=32, point_depth=2, point_heads=2,
+        region_embed_hidden=16,
+        newline_token_id=10,
+    )
+
+
+def _bench() -> RegionBLIPConfig:
+    return RegionBLIPConfig(
+        vision=dict(image_size=224, patch_size=14, hidden_size=384, intermediate_size=1536,
+                    num_hidden_layers=4, num_attention_heads=6),
+        qformer=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                     encoder_hidden_size=384),
+        text=dict(vocab_size=50272, hidden_size=512, word_embed_proj_dim=512, ffn_dim=2048, num_hidden_layers=3,
+                  num_attention_heads=8, max_position_embeddings=512),
+        point_num_group=128, point_group_size=32, point_pointnet_width=128,
+        point_trans_dim=192, point_depth=4, point_heads=3,
+    )
+
+
+def _blip2_opt_2_7b() -> RegionBLIPConfig:
+    # Salesforce/blip2-opt-2.7b: EVA ViT-g/14 at 224 px, bert-base Q-Former, OPT-2.7B.
+    return RegionBLIPConfig(
+        vision=dict(image_size=224, patch_size=14, hidden_size=1408, intermediate_size=6144,
+                    num_hidden_layers=39, num_attention_heads=16),
+        qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                     encoder_hidden_size=1408),
+        text=dict(vocab_size=50272, hidden_size=2560, word_embed_proj_dim=2560, ffn_dim=10240,
+                  num_hidden_layers=32, num_attention_heads=32, max_position_embeddings=2048),
+    )
+
+
+PRESETS = {"tiny": _tiny, "bench": _bench, "blip2-opt-2.7b": _blip2_opt_2_7b}

@@ -1,0 +1,208 @@
+"""RegionBLIP: BLIP-2 (ViT -> Q-Former -> OPT) extended to image regions, point clouds and point-cloud regions.
+
+Per modality: its own query tokens and LLM projection (ModuleDicts keyed by modality) and its own LoRA adapter in the
+Q-Former and OPT (none for `image`, which is exactly BLIP-2). Region modalities add PaFE, a box MLP added to every
+query, and a box-regression head. Point modalities encode with Point-BERT and use their own Q-Former copy.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, Blip2QFormerModel, Blip2VisionModel
+
+from . import checkpoint
+from .config import BOX_DIMS, MODALITIES, POINT_MODALITIES, REGION_MODALITIES, RegionBLIPConfig
+from .generation import Generated, generate_from_prompt
+from .lora import OPT_TARGETS, QFORMER_TARGETS, activate_adapter, add_adapters
+from .modeling_inputs import (check_boxes, check_captions, check_frame_index, check_modality, check_pixel_values,
+                              check_points)
+from .pointbert import PointBERT
+
+STAGES = ("blip2", "regionblip")
+
+
+@dataclass
+class RegionBLIPOutput:
+    loss: torch.Tensor  # lm_loss + box_loss_weight * box_loss
+    lm_loss: torch.Tensor
+    box_loss: torch.Tensor | None  # region modalities only
+    logits: torch.Tensor  # (B, Q + T, V)
+
+
+class RegionBLIP(nn.Module):
+    def __init__(self, config: RegionBLIPConfig):
+        super().__init__()
+        self.config = config
+        qformer_config, width = config.qformer_config(), config.qformer_config().hidden_size
+        llm_width = config.text_config().hidden_size
+        self.vision_model = Blip2VisionModel(config.vision_config())
+        self.qformer = Blip2QFormerModel(qformer_config)
+        self.qformer_pc = Blip2QFormerModel(qformer_config)  # the point modalities' own Q-Former, as released
+        self.point_encoder = PointBERT(config)
+        self.point_adapter = nn.Linear(config.point_trans_dim, qformer_config.encoder_hidden_size)
+        self.query_tokens = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(1, config.num_query_tokens, width) * 0.02) for m in MODALITIES}
+        )
+        self.region_position_embedding = nn.ModuleDict({  # PaFE
+            m: nn.Sequential(nn.Linear(BOX_DIMS[m], config.region_embed_hidden), nn.GELU(),
+                             nn.Linear(config.region_embed_hidden, width))
+            for m in REGION_MODALITIES
+        })
+        self.box_regression = nn.ModuleDict({m: nn.Linear(width, BOX_DIMS[m]) for m in REGION_MODALITIES})
+        self.language_projection = nn.ModuleDict({m: nn.Linear(width, llm_width) for m in MODALITIES})
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config())
+        add_adapters(self.qformer, ["image_region"], QFORMER_TARGETS, config)
+        add_adapters(self.qformer_pc, list(POINT_MODALITIES), QFORMER_TARGETS, config)
+        add_adapters(self.language_model, [m for m in MODALITIES if m != "image"], OPT_TARGETS, config)
+        self.requires_grad_(True)  # peft's injection froze the wrapped models; what trains is freeze_for's decision
+        self.stage: str | None = None
+
+    # ---- per-call modality switch -------------------------------------------------------------------------------
+
+    def qformer_for(self, modality: str) -> Blip2QFormerModel:
+        return self.qformer_pc if modality in POINT_MODALITIES else self.qformer
+
+    def use_modality(self, modality: str) -> None:
+        """Activate the modality's LoRA adapters; `image` runs the plain BLIP-2 weights."""
+        check_modality(modality)
+        adapter = None if modality == "image" else modality
+        activate_adapter(self.qformer_for(modality), adapter)
+        activate_adapter(self.language_model, adapter)
+
+    # ---- features and soft prompt -------------------------------------------------------------------------------
+
+    def encode_frames(self, modality: str, pixel_values=None, points=None) -> torch.Tensor:
+        """Per-frame features the Q-Former cross-attends, (B, L, encoder width); independent of any box."""
+        if modality in POINT_MODALITIES:
+            check_points(points, self.config)
+            return self.point_adapter(self.point_encoder(points))  # (B, 1 + G, W_enc)
+        check_pixel_values(pixel_values, self.config)
+        return self.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, W_enc)
+
+    def soft_prompt(self, modality: str, features: torch.Tensor, boxes=None, frame_index=None):
+        """Query outputs (R, Q, W) and their LLM projection (R, Q, D): one row per region, or per frame."""
+        queries = self.query_tokens[modality]  # (1, Q, W)
+        if modality in REGION_MODALITIES:
+            frame_index = check_frame_index(frame_index, features.shape[0], boxes.shape[0])
+            if frame_index is not None:
+                features = features[frame_index]
+            features = features.expand(boxes.shape[0], -1, -1)  # (R, L, W_enc), a view when there is one frame
+            queries = queries + self.region_position_embedding[modality](boxes)[:, None]  # (R, Q, W)
+        queries = queries.expand(features.shape[0], -1, -1)
+        encoder_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+        query_output = self.qformer_for(modality)(
+            query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=encoder_mask
+        ).last_hidden_state  # (R, Q, W)
+        return query_output, self.language_projection[modality](query_output)  # (R, Q, D)
+
+    # ---- training -----------------------------------------------------------------------------------------------
+
+    def forward(self, modality: str, input_ids, attention_mask, pixel_values=None, points=None, boxes=None,
+                frame_index=None) -> RegionBLIPOutput:
+        """LM loss on the caption tokens (tokenizer output of caption + "\\n"), plus L1 box loss for regions."""
+        self.use_modality(modality)
+        boxes = check_boxes(modality, boxes)
+        features = self.encode_frames(modality, pixel_values, points)
+        query_output, prompt = self.soft_prompt(modality, features, boxes, frame_index)  # (B, Q, D)
+        check_captions(input_ids, attention_mask, prompt.shape[0])
+        # [soft prompt ; caption], labels -100 on the prompt and on padding
+        text = self.language_model.get_input_embeddings()(input_ids)  # (B, T, D)
+        prompt_mask = torch.ones(prompt.shape[:2], dtype=attention_mask.dtype, device=prompt.device)
+        labels = torch.cat([torch.full_like(prompt_mask, -100, dtype=torch.long),
+                            input_ids.masked_fill(attention_mask == 0, -100)], dim=1)  # (B, Q + T)
+        out = self.language_model(inputs_embeds=torch.cat([prompt.to(text.dtype), text], dim=1),
+                                  attention_mask=torch.cat([prompt_mask, attention_mask], dim=1), labels=labels)
+        box_loss = None
+        loss = out.loss
+        if modality in REGION_MODALITIES:
+            predicted = self.box_regression[modality](query_output.mean(dim=1))  # (B, 4 | 24)
+            box_loss = F.l1_loss(predicted, boxes)
+            loss = loss + self.config.box_loss_weight * box_loss
+        return RegionBLIPOutput(loss=loss, lm_loss=out.loss, box_loss=box_loss, logits=out.logits)
+
+    def trainable_parameters(self, stage: str) -> dict[str, nn.Parameter]:
+        """`blip2`: the BLIP-2 image path except the frozen ViT. `regionblip`: the released recipe's set (non-image
+        LoRA, region/point queries, PaFE, point Q-Former, point adapter, their projections, regression heads)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}: expected one of {list(STAGES)}")
+        if stage == "blip2":
+            parts = ("qformer.", "language_projection.image.", "language_model.")
+            return {n: p for n, p in self.named_parameters()
+                    if (n == "query_tokens.image" or n.startswith(parts)) and ".lora_" not in n}
+        new_modalities = [m for m in MODALITIES if m != "image"]
+        parts = ("qformer_pc.", "point_adapter.", "region_position_embedding.", "box_regression.",
+                 *(f"language_projection.{m}." for m in new_modalities))
+        queries = {f"query_tokens.{m}" for m in new_modalities}
+        return {n: p for n, p in self.named_parameters() if ".lora_" in n or n in queries or n.startswith(parts)}
+
+    def freeze_for(self, stage: str) -> dict[str, nn.Parameter]:
+        """Make exactly the stage's trainable set require grad; returns it (for the optimizer)."""
+        trainable = self.trainable_parameters(stage)
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(name in trainable)
+        self.stage = stage
+        self.train(self.training)
+        return trainable
+
+    def train(self, mode: bool = True) -> "RegionBLIP":
+        super().train(mode)
+        # Frozen encoders never train: no dropout, and Point-BERT's BatchNorm statistics stay fixed.
+        self.vision_model.eval()
+        self.point_encoder.eval()
+        if self.stage == "regionblip":
+            self.qformer.eval()  # the frozen image Q-Former runs without dropout, as released
+        return self
+
+    # ---- inference ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, modality: str, pixel_values=None, points=None, boxes=None, frame_index=None, *,
+                 num_beams: int = 5, max_new_tokens: int = 30, min_new_tokens: int = 8,
+                 eos_token_id: int | None = None) -> Generated:
+        """Describe each image/scene, or each region: one frame + R boxes -> R outputs. The frame's ViT or Point-BERT
+        features are computed once and shared by all of its regions."""
+        self.use_modality(modality)
+        boxes = check_boxes(modality, boxes)
+        features = self.encode_frames(modality, pixel_values, points)
+        _, prompt = self.soft_prompt(modality, features, boxes, frame_index)  # (R, Q, D)
+        eos = self.config.newline_token_id if eos_token_id is None else eos_token_id
+        return generate_from_prompt(self.language_model, prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                    min_new_tokens=min_new_tokens, eos_token_id=eos)
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        checkpoint.save(self, self.config, directory, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "RegionBLIP":
+        model = cls(RegionBLIPConfig.load(Path(directory) / checkpoint.CONFIG_NAME))
+        checkpoint.load_weights(model, Path(directory) / checkpoint.WEIGHTS_NAME)
+        return model.eval()
+
+    @classmethod
+    def from_blip2(cls, directory: str | Path, **config_overrides) -> "RegionBLIP":
+        """From a transformers Blip2ForConditionalGeneration directory (Salesforce/blip2-opt-2.7b format). The
+        RegionBLIP parts start fresh, except the point Q-Former, which starts as a copy of the image Q-Former."""
+        model = cls(checkpoint.blip2_config(directory, **config_overrides))
+        checkpoint.load_blip2_weights(model, directory)
+        return model.eval()
+
+    @classmethod
+    def from_lavis(cls, path: str | Path, config: RegionBLIPConfig | None = None, *, blip2: str | Path | None = None,
+                   point_bert: str | Path | None = None, **config_overrides) -> "RegionBLIP":
+        """From an official RegionBLIP (LAVIS) state dict, .pth (loaded weights-only) or .safetensors. A complete state
+        dict needs only `config`. LAVIS saves only trained weights, so a released checkpoint also needs `blip2` (a
+        BLIP-2 OPT directory; `config_overrides` as for from_blip2) and `point_bert` (Point-BERT's pretrained .pt)."""
+        if (config is None) == (blip2 is None) or (config is not None and config_overrides):
+            raise ValueError("from_lavis takes either config= (a complete state dict) or blip2= with optional config "
+                             "overrides (a state dict of trained weights only), not both")
+        model = cls(config) if blip2 is None else cls.from_blip2(blip2, **config_overrides)
+        if point_bert is not None:
+            checkpoint.load_point_bert_weights(model, point_bert)
+        checkpoint.load_lavis_weights(model, path, blip2_given=blip2 is not None,
+                                      point_bert_given=point_bert is not None)
+        return model.eval()
