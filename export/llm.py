@@ -16,66 +16,21 @@ different modalities decode in one batch.
 """
 import torch
 import torch.nn.functional as F
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
-
-def _linear_parts(module: nn.Module) -> tuple[nn.Linear, LoraLayer | None]:
-    if isinstance(module, LoraLayer):
-        return module.get_base_layer(), module
-    return module, None
-
-
-def _lora_delta(lora: LoraLayer | None, adapter: str | None) -> torch.Tensor | None:
-    """scale * B @ A of one adapter, (out, in); None when there is none to apply."""
-    if lora is None or adapter is None or adapter not in lora.lora_A:
-        return None
-    return lora.scaling[adapter] * (lora.lora_B[adapter].weight @ lora.lora_A[adapter].weight)
-
-
-def merged_linear(module: nn.Module, adapter: str | None) -> nn.Linear:
-    """A plain Linear equal to `module` with `adapter` active (or no adapter for None)."""
-    base, lora = _linear_parts(module)
-    merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
-    delta = _lora_delta(lora, adapter)
-    with torch.no_grad():
-        merged.weight.copy_(base.weight if delta is None else base.weight + delta)
-        if base.bias is not None:
-            merged.bias.copy_(base.bias)
-    return merged
-
-
-class StackedLoRALinear(nn.Module):
-    """y = x W^T + b + scale_a * (x A_a^T) B_a^T, with the adapter a chosen per batch row."""
-
-    def __init__(self, module: nn.Module, adapters: list[str]):
-        super().__init__()
-        base, lora = _linear_parts(module)
-        self.weight, self.bias = base.weight, base.bias
-        a, b = [], []
-        for name in adapters:
-            if lora is None or name not in lora.lora_A:
-                raise ValueError(f"adapter {name!r} is not in the language model: export only trained modalities")
-            a.append(lora.lora_A[name].weight)
-            b.append(lora.scaling[name] * lora.lora_B[name].weight)  # scale folded into B
-        # The extra last row is all zeros: adapter id len(adapters) runs the base weights alone.
-        self.lora_a = nn.Parameter(torch.cat([torch.stack(a), torch.zeros_like(a[0])[None]]).detach())
-        self.lora_b = nn.Parameter(torch.cat([torch.stack(b), torch.zeros_like(b[0])[None]]).detach())
-
-    def forward(self, x: torch.Tensor, adapter_ids: torch.Tensor) -> torch.Tensor:
-        low_rank = torch.einsum("bti,bri->btr", x, self.lora_a[adapter_ids])  # (B, T, r)
-        return F.linear(x, self.weight, self.bias) + torch.einsum("btr,bor->bto", low_rank, self.lora_b[adapter_ids])
+from export.lora import StackedLoRALinear, merged_linear
 
 
 class ExportableOPT(nn.Module):
     """OPTForCausalLM's decoder with flat KV tensors, for ONNX export."""
 
-    def __init__(self, opt: nn.Module, adapters: list[str]):
+    def __init__(self, opt: nn.Module, adapters: list[str], stacked: bool | None = None):
         super().__init__()
         config = opt.config
         decoder = opt.model.decoder
         self.adapters = list(adapters)
-        self.stacked = len(self.adapters) > 1
+        # Stacked whenever rows may differ: several adapters, or one adapter beside plain (image) rows.
+        self.stacked = len(self.adapters) > 1 if stacked is None else stacked
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.layer_norm_before = config.do_layer_norm_before

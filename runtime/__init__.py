@@ -1,1 +1,5 @@
 """ROS-free inference: loads a bundle, preprocesses, runs the graphs and decodes text."""
+from runtime.describer import Describer
+from runtime.description import Description
+
+__all__ = ["Describer", "Description"]

@@ -1,0 +1,84 @@
+"""Writing a bundle: the directory that is the only contract between export and runtime.
+
+manifest.json  format version, model config, modalities, preprocessing, generation defaults, every
+               graph's file and input/output names, shapes and dtypes, precision, the sha256 of
+               every file, and the exporter's versions
+tokenizer/     the checkpoint's tokenizer files
+*.onnx         the graphs (export/graphs.py)
+engines/       TensorRT plans (python -m export.trt), named by their cache key
+
+A bundle is written into a temporary sibling directory and renamed into place at the end, so a
+failed export never leaves a half-written bundle where a runtime would load it.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+FORMAT_VERSION = 1  # runtime/bundle.py reads this format; a test holds the two equal
+MANIFEST = "manifest.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under `directory` except the manifest, by relative POSIX path."""
+    return {path.relative_to(directory).as_posix(): sha256(path)
+            for path in sorted(directory.rglob("*")) if path.is_file() and path.name != MANIFEST}
+
+
+def copy_tokenizer(checkpoint: Path, bundle: Path) -> None:
+    present = [name for name in TOKENIZER_FILES if (checkpoint / name).is_file()]
+    if "tokenizer.json" not in present:
+        raise ValueError(f"checkpoint {checkpoint} has no tokenizer.json: save the model with its tokenizer "
+                         "(model.save_pretrained(dir, tokenizer=...))")
+    (bundle / "tokenizer").mkdir()
+    for name in present:
+        shutil.copy2(checkpoint / name, bundle / "tokenizer" / name)
+
+
+def write_manifest(bundle: Path, manifest: dict) -> dict:
+    """Add the file hashes and the format version, and write manifest.json."""
+    manifest = {"format": FORMAT_VERSION, **manifest, "files": file_hashes(bundle)}
+    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(bundle: Path) -> dict:
+    return json.loads((Path(bundle) / MANIFEST).read_text())
+
+
+@contextmanager
+def staging_directory(target: Path):
+    """Yield an empty directory beside `target`; on success it replaces `target`, on failure it is removed."""
+    target = Path(target).resolve()
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
+    except OSError as error:
+        raise ValueError(f"cannot write the bundle under {parent}: {error.strerror}: choose a writable --out") \
+            from error
+    try:
+        yield staging
+        if target.exists():
+            previous = parent / f".{target.name}.previous"
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(target, previous)
+            os.replace(staging, target)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,167 @@
+"""The bundle's graphs as torch modules, each with named tensor inputs and outputs.
+
+vision          pixel_values (B, 3, S, S)                            -> image_features (B, L, W)
+point_encoder   points (B, N, 3)                                     -> point_features (B, 1 + G, W)
+qformer_<m>     features (F, L, W) [, boxes (R, k), frame_index (R,)] -> soft_prompt (R, Q, D)
+llm             prefix_embeds, input_ids [, adapter_ids], past_*     -> logits (B, V), present_*
+
+The point encoder keeps FPS + kNN grouping inside the graph (see export/README.md for the
+measurement behind that choice). Q-Former graphs carry their modality's LoRA merged into the
+weights; the whole-image and whole-object graphs take one row per frame.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from export.lora import merged_copy
+from export.llm import ExportableOPT
+from training.config import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
+from training.modeling_regionblip import RegionBLIP
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ints, or strings naming dynamic axes
+    dtype: str  # numpy dtype name
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class Graph:
+    name: str
+    module: nn.Module
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    example: tuple  # example inputs for tracing, in input order
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {spec.name: {axis: size for axis, size in enumerate(spec.shape) if isinstance(size, str)}
+                for spec in self.inputs + self.outputs}
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, model: RegionBLIP):
+        super().__init__()
+        self.vision_model = model.vision_model
+
+    def forward(self, pixel_values):
+        return self.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, L, W)
+
+
+class PointEncoder(nn.Module):
+    def __init__(self, model: RegionBLIP):
+        super().__init__()
+        self.point_encoder, self.point_adapter = model.point_encoder, model.point_adapter
+
+    def forward(self, points):
+        return self.point_adapter(self.point_encoder(points))  # (B, 1 + G, W)
+
+
+class QFormerPrompt(nn.Module):
+    """Frame features (+ boxes) -> the modality's soft prompt, with its LoRA merged in."""
+
+    def __init__(self, model: RegionBLIP, modality: str):
+        super().__init__()
+        self.region = modality in REGION_MODALITIES
+        adapter = None if modality == "image" else modality
+        self.qformer = merged_copy(model.qformer_for(modality), adapter)
+        self.query_tokens = model.query_tokens[modality]
+        self.language_projection = model.language_projection[modality]
+        if self.region:
+            self.region_position_embedding = model.region_position_embedding[modality]
+
+    def forward(self, features, boxes=None, frame_index=None):
+        queries = self.query_tokens  # (1, Q, W)
+        if self.region:
+            features = features[frame_index]  # (R, L, W_enc)
+            queries = queries + self.region_position_embedding(boxes)[:, None]  # (R, Q, W)
+        queries = queries.expand(features.shape[0], -1, -1)
+        mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+        output = self.qformer(query_embeds=queries, encoder_hidden_states=features,
+                              encoder_attention_mask=mask).last_hidden_state  # (R, Q, W)
+        return self.language_projection(output)  # (R, Q, D)
+
+
+class LanguageModel(nn.Module):
+    """ExportableOPT with flat positional arguments, as ONNX export wants them."""
+
+    def __init__(self, model: RegionBLIP, adapters: list[str], stacked: bool):
+        super().__init__()
+        self.opt = ExportableOPT(model.language_model, adapters, stacked)
+        self.stacked = self.opt.stacked
+
+    def forward(self, prefix_embeds, input_ids, *rest):
+        adapter_ids, past = (rest[0], rest[1:]) if self.stacked else (None, rest)
+        logits, present = self.opt(prefix_embeds, input_ids, list(past), adapter_ids)
+        return (logits, *present)
+
+
+def _features_spec(name: str, model: RegionBLIP, tokens, rows: str = "batch") -> TensorSpec:
+    return TensorSpec(name, (rows, tokens, model.config.qformer_config().encoder_hidden_size), "float32")
+
+
+def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
+    """Every graph a bundle for `modalities` needs, ready to export (in eval mode)."""
+    config = model.config
+    size, width = config.image_size, config.qformer_config().encoder_hidden_size
+    llm = config.text_config()
+    queries, prompt_width = config.num_query_tokens, llm.word_embed_proj_dim
+    graphs = []
+    if any(m not in POINT_MODALITIES for m in modalities):
+        graphs.append(Graph("vision", VisionEncoder(model),
+                            [TensorSpec("pixel_values", ("batch", 3, size, size), "float32")],
+                            [_features_spec("image_features", model, "image_tokens")],
+                            (torch.randn(2, 3, size, size),)))
+    if any(m in POINT_MODALITIES for m in modalities):
+        num_points = max(64, 2 * config.point_num_group)
+        graphs.append(Graph("point_encoder", PointEncoder(model),
+                            [TensorSpec("points", ("batch", "num_points", 3), "float32")],
+                            [_features_spec("point_features", model, config.point_num_group + 1)],
+                            (torch.randn(2, num_points, 3),)))
+    for modality in modalities:
+        tokens = config.point_num_group + 1 if modality in POINT_MODALITIES else "image_tokens"
+        frames = "frames" if modality in REGION_MODALITIES else "batch"
+        inputs = [_features_spec("features", model, tokens, rows=frames)]
+        example_tokens = tokens if isinstance(tokens, int) else (size // config.vision_config().patch_size) ** 2 + 1
+        example = [torch.randn(2, example_tokens, width)]
+        if modality in REGION_MODALITIES:
+            inputs += [TensorSpec("boxes", ("regions", BOX_DIMS[modality]), "float32"),
+                       TensorSpec("frame_index", ("regions",), "int64")]
+            example += [torch.rand(3, BOX_DIMS[modality]), torch.tensor([0, 1, 1])]
+        rows = "regions" if modality in REGION_MODALITIES else "batch"
+        graphs.append(Graph(f"qformer_{modality}", QFormerPrompt(model, modality), inputs,
+                            [TensorSpec("soft_prompt", (rows, queries, prompt_width), "float32")], tuple(example)))
+    graphs.append(_llm_graph(model, modalities))
+    for graph in graphs:
+        graph.module.eval()
+    return graphs
+
+
+def llm_adapters(modalities: list[str]) -> list[str]:
+    """The LoRA adapters the LLM graph carries: the non-image modalities, in bundle order."""
+    return [m for m in modalities if m != "image"]
+
+
+def _llm_graph(model: RegionBLIP, modalities: list[str]) -> Graph:
+    config = model.config.text_config()
+    heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    adapters = llm_adapters(modalities)
+    module = LanguageModel(model, adapters, stacked=len(modalities) > 1)
+    inputs = [TensorSpec("prefix_embeds", ("batch", "prefix", config.word_embed_proj_dim), "float32"),
+              TensorSpec("input_ids", ("batch", "tokens"), "int64")]
+    example = [torch.randn(2, 3, config.word_embed_proj_dim), torch.tensor([[2, 5], [2, 6]])]
+    if module.stacked:
+        inputs.append(TensorSpec("adapter_ids", ("batch",), "int64"))
+        example.append(torch.tensor([0, len(module.opt.adapters)]))
+    past, present = [], []
+    for layer in range(config.num_hidden_layers):
+        for kind in ("key", "value"):
+            past.append(TensorSpec(f"past_{kind}_{layer}", ("batch", heads, "past", head_dim), "float32"))
+            present.append(TensorSpec(f"present_{kind}_{layer}", ("batch", heads, "total", head_dim), "float32"))
+    example += [torch.randn(2, heads, 4, head_dim) for _ in past]
+    outputs = [TensorSpec("logits", ("batch", config.vocab_size), "float32")] + present
+    return Graph("llm", module, inputs + past, outputs, tuple(example))

@@ -1,0 +1,195 @@
+"""python -m export.onnx --ckpt DIR --out BUNDLE [--modalities image_region,pointcloud_region,...]
+
+Exports a RegionBLIP checkpoint to an ONNX bundle (export/bundle.py): every graph is checked with
+onnx.checker and run in ONNX Runtime against PyTorch on fresh inputs at sizes other than the
+export's; a closing table gives each graph's size, export time and largest absolute difference.
+"""
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from export.bundle import copy_tokenizer, sha256, staging_directory, write_manifest
+from export.graphs import Graph, build_graphs, llm_adapters
+from training.config import MODALITIES
+from training.data.image_preprocess import CLIP_MEAN, CLIP_STD
+from training.modeling_regionblip import RegionBLIP
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+# Sizes of the dynamic axes for the parity check: all differ from the tracing examples.
+CHECK_SIZES = {"batch": 3, "frames": 2, "regions": 5, "prefix": 4, "tokens": 1, "past": 6}
+
+
+def load_checkpoint(directory: Path) -> RegionBLIP:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"checkpoint {directory} does not exist: pass a directory written by save_pretrained")
+    for name in ("config.json", "model.safetensors"):
+        if not (directory / name).is_file():
+            raise ValueError(f"checkpoint {directory} has no {name}: pass a directory written by save_pretrained")
+    try:
+        return RegionBLIP.from_pretrained(directory).eval()
+    except Exception as error:  # a corrupt file surfaces as many different exception types
+        raise ValueError(f"checkpoint {directory} could not be loaded ({type(error).__name__}: {error}): "
+                         "re-save it with save_pretrained") from error
+
+
+def parse_modalities(text: str | None) -> list[str]:
+    if not text:
+        return list(MODALITIES)
+    modalities = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(f"unknown modalities {unknown}: choose from {', '.join(MODALITIES)}")
+    return [m for m in MODALITIES if m in modalities]  # canonical order, no duplicates
+
+
+def check_inputs(graph: Graph, vocab_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Random inputs for `graph` with every dynamic axis at a size the export did not trace."""
+    sizes = dict(CHECK_SIZES)
+    for spec, example in zip(graph.inputs, graph.example):  # axes whose size the model fixes keep it
+        for axis, size in enumerate(spec.shape):
+            if isinstance(size, str) and size not in sizes:
+                sizes[size] = example.shape[axis] + (37 if size == "num_points" else 0)
+    tensors = []
+    for spec in graph.inputs:
+        shape = [sizes[s] if isinstance(s, str) else s for s in spec.shape]
+        if spec.name == "input_ids":
+            tensors.append(torch.randint(0, vocab_size, shape, generator=generator))
+        elif spec.name == "frame_index":
+            tensors.append(torch.randint(0, sizes["frames"], shape, generator=generator))
+        elif spec.name == "adapter_ids":
+            tensors.append(torch.randint(0, len(graph.module.opt.adapters) + 1, shape, generator=generator))
+        elif spec.name == "boxes":
+            corners = torch.rand(shape, generator=generator)
+            tensors.append(torch.cat([corners[:, :2] * 0.5, 0.5 + corners[:, 2:] * 0.5], 1)
+                           if shape[1] == 4 else corners)
+        else:
+            tensors.append(torch.randn(shape, generator=generator))
+    return tensors
+
+
+def export_graph(graph: Graph, path: Path, vocab_size: int) -> float:
+    """Export one graph, check it, and return the largest |ONNX Runtime - PyTorch| on fresh inputs."""
+    import onnx
+    import onnxruntime
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values; parity below is the real check
+        torch.onnx.export(graph.module, graph.example, str(path), input_names=[s.name for s in graph.inputs],
+                          output_names=[s.name for s in graph.outputs], dynamic_axes=graph.dynamic_axes(),
+                          opset_version=OPSET, dynamo=False)
+    graph.module.eval()  # export restores the wrapper's own (training) mode onto every submodule
+    onnx.checker.check_model(str(path))
+    inputs = check_inputs(graph, vocab_size, torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {spec.name: tensor.numpy() for spec, tensor in zip(graph.inputs, inputs)})
+    with torch.no_grad():
+        expected = graph.module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    return max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, expected))
+
+
+def generation_defaults(model: RegionBLIP, args) -> dict:
+    text = model.config.text_config()
+    return {"bos_token_id": text.bos_token_id, "eos_token_id": model.config.newline_token_id,
+            "pad_token_id": text.pad_token_id, "max_new_tokens": args.max_new_tokens,
+            "min_new_tokens": args.min_new_tokens, "num_beams": args.num_beams}
+
+
+def export_bundle(checkpoint: Path, out: Path, modalities: list[str], args, show_progress: bool = True) -> list:
+    """Write the bundle; return the closing table's rows (graph, MB, seconds, parity error)."""
+    model = load_checkpoint(checkpoint)
+    checkpoint = Path(checkpoint)
+    vocab_size = model.config.text_config().vocab_size
+    rows = []
+    with staging_directory(out) as staging:
+        graphs = build_graphs(model, modalities)
+        manifest_graphs = {}
+        for graph in tqdm(graphs, desc="export", unit="graph", disable=None if show_progress else True):
+            start = time.perf_counter()
+            path = staging / f"{graph.name}.onnx"
+            error = export_graph(graph, path, vocab_size)
+            if error > PARITY_TOLERANCE:
+                raise RuntimeError(f"graph {graph.name}: ONNX Runtime differs from PyTorch by {error:.2e} "
+                                   f"(> {PARITY_TOLERANCE}): the export is wrong, please report it")
+            rows.append((graph.name, path.stat().st_size / 2**20, time.perf_counter() - start, error))
+            manifest_graphs[graph.name] = {"file": path.name, "inputs": [s.to_json() for s in graph.inputs],
+                                           "outputs": [s.to_json() for s in graph.outputs]}
+        copy_tokenizer(checkpoint, staging)
+        text = model.config.text_config()
+        adapters = llm_adapters(modalities)
+        write_manifest(staging, {
+            "model": model.config.to_dict(),
+            "modalities": modalities,
+            "preprocess": {"image_size": model.config.image_size, "image_mean": list(CLIP_MEAN),
+                           "image_std": list(CLIP_STD), "object_num_points": model.config.object_num_points,
+                           "scene_num_points": model.config.scene_num_points},
+            "generation": generation_defaults(model, args),
+            "llm": {"stacked": len(modalities) > 1, "adapters": adapters,
+                    "adapter_ids": {m: (adapters.index(m) if m in adapters else len(adapters)) for m in modalities},
+                    "num_layers": text.num_hidden_layers, "num_heads": text.num_attention_heads,
+                    "head_dim": text.hidden_size // text.num_attention_heads},
+            "graphs": manifest_graphs,
+            "precision": "fp32",
+            "exporter": _versions(),
+            "source": {"checkpoint": str(checkpoint.resolve()),
+                       "model_sha256": sha256(checkpoint / "model.safetensors")},
+        })
+    return rows
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import onnx
+    import transformers
+
+    try:
+        ours = version("regionblip_ros")
+    except PackageNotFoundError:
+        ours = "source tree"
+    return {"regionblip_ros": ours, "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnx": onnx.__version__, "opset": OPSET}
+
+
+def format_table(rows: list) -> str:
+    lines = [f"{'graph':<28}{'size MB':>10}{'export s':>10}{'max |ort-torch|':>18}"]
+    lines += [f"{name:<28}{size:>10.2f}{seconds:>10.1f}{error:>18.2e}" for name, size, seconds, error in rows]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint directory (save_pretrained)")
+    parser.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if present)")
+    parser.add_argument("--modalities", help=f"comma-separated subset of {','.join(MODALITIES)} (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=30, help="generation default (default 30)")
+    parser.add_argument("--min-new-tokens", type=int, default=0,
+                        help="generation default (default 0; the released evaluation used 8)")
+    parser.add_argument("--num-beams", type=int, default=1,
+                        help="generation default (default 1, greedy; the released evaluation used 5)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        modalities = parse_modalities(args.modalities)
+        rows = export_bundle(args.ckpt, args.out, modalities, args, show_progress=True)
+    except ValueError as error:
+        print(f"export.onnx: {error}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    print(f"bundle written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

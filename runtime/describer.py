@@ -1,0 +1,134 @@
+"""Describer: regions of images and point clouds in, Description records out. No ROS.
+
+    describer = Describer.from_bundle("bundles/default")            # ONNX Runtime, CPU
+    describer.describe_image_regions(image_rgb_uint8, [[x1, y1, x2, y2], ...])
+    describer.describe_point_regions(points_nx3, corners_rx8x3)
+    describer.describe_point_objects([object_points, ...])
+    describer.describe_images([image, ...])
+
+A frame's features are computed once and all of its regions decode in one batch.
+"""
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from runtime import preprocess
+from runtime.bundle import Bundle, load_bundle
+from runtime.decoding import Decoded, GenerationSettings
+from runtime.description import Description
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+
+
+class Describer:
+    def __init__(self, engine, tokenizer_file: Path, settings: GenerationSettings, preprocessing: dict,
+                 modalities: list[str]):
+        from tokenizers import Tokenizer
+
+        self.engine = engine
+        self.backend = engine.backend
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.settings = settings
+        self.image_size = preprocessing["image_size"]
+        self.object_num_points = preprocessing["object_num_points"]
+        self.scene_num_points = preprocessing["scene_num_points"]
+        self.modalities = modalities
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu",
+                    threads: int | None = None, verify: bool = True) -> "Describer":
+        """A describer over an exported bundle (python -m export.onnx / export.trt)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        bundle = load_bundle(path, verify=verify)
+        if backend == "torch":
+            return cls.from_checkpoint(bundle.manifest["source"]["checkpoint"], device=device)
+        from runtime.graph_engine import GraphEngine
+
+        if backend == "tensorrt":
+            from runtime.tensorrt_runner import TensorRTRunner
+            runner = TensorRTRunner(bundle, device=device)
+        else:
+            from runtime.onnx_runner import OnnxRunner
+            runner = OnnxRunner(bundle, device=device, threads=threads)
+        return cls._from_manifest(GraphEngine(bundle, runner), bundle)
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, device: str = "cpu") -> "Describer":
+        """The torch reference over a training checkpoint (imports training/, needs torch)."""
+        from runtime.torch_engine import TorchEngine
+
+        directory = Path(directory)
+        engine = TorchEngine(directory, device=device)
+        config = engine.model.config
+        text = config.text_config()
+        settings = GenerationSettings(bos_token_id=text.bos_token_id, eos_token_id=config.newline_token_id,
+                                      pad_token_id=text.pad_token_id)
+        preprocessing = {"image_size": config.image_size, "object_num_points": config.object_num_points,
+                         "scene_num_points": config.scene_num_points}
+        from training.config import MODALITIES
+        return cls(engine, directory / "tokenizer.json", settings, preprocessing, list(MODALITIES))
+
+    @classmethod
+    def _from_manifest(cls, engine, bundle: Bundle) -> "Describer":
+        manifest = bundle.manifest
+        return cls(engine, bundle.path / "tokenizer" / "tokenizer.json", GenerationSettings(**manifest["generation"]),
+                   manifest["preprocess"], bundle.modalities)
+
+    def configure(self, **settings) -> None:
+        """Change generation settings (num_beams, max_new_tokens, min_new_tokens) for later calls."""
+        self.settings = replace(self.settings, **settings)
+
+    # ---- the four ways in ---------------------------------------------------------------------------------------
+
+    def describe_image_regions(self, image: np.ndarray, boxes_xyxy_px) -> list[Description]:
+        """One description per pixel box (x1, y1, x2, y2) of an (H, W, 3) uint8 RGB image; boxes partly
+        outside the image are clipped, boxes covering none of it raise ValueError with the reason."""
+        start = time.perf_counter()
+        boxes = preprocess.preprocess_boxes(boxes_xyxy_px, preprocess.check_image(image).shape)
+        if len(boxes) == 0:
+            return []
+        pixels = preprocess.preprocess_image(image, self.image_size)[None]
+        return self._run("image_region", pixels, start, boxes, np.zeros(len(boxes), np.int64))
+
+    def describe_point_regions(self, points: np.ndarray, corners) -> list[Description]:
+        """One description per 3D box, given as (R, 8, 3) corners in the cloud's frame and units."""
+        start = time.perf_counter()
+        corners = preprocess.check_corners(corners)
+        if len(corners) == 0:
+            return []
+        scene = preprocess.preprocess_scene(points, self.scene_num_points)[None]
+        return self._run("pointcloud_region", scene, start, corners, np.zeros(len(corners), np.int64))
+
+    def describe_point_objects(self, objects: list) -> list[Description]:
+        """One description per single-object cloud."""
+        start = time.perf_counter()
+        if len(objects) == 0:
+            return []
+        clouds = np.stack([preprocess.preprocess_object(points, self.object_num_points) for points in objects])
+        return self._run("pointcloud", clouds, start)
+
+    def describe_images(self, images: list) -> list[Description]:
+        """One description per whole image."""
+        start = time.perf_counter()
+        if len(images) == 0:
+            return []
+        pixels = np.stack([preprocess.preprocess_image(image, self.image_size) for image in images])
+        return self._run("image", pixels, start)
+
+    # ---- shared path --------------------------------------------------------------------------------------------
+
+    def _run(self, modality: str, frames: np.ndarray, start: float, boxes=None, frame_index=None):
+        if modality not in self.modalities:
+            raise ValueError(f"this bundle was exported without {modality!r} (it has {', '.join(self.modalities)}): "
+                             f"re-export with --modalities including {modality}")
+        preprocess_ms = 1e3 * (time.perf_counter() - start)
+        decoded, timings = self.engine.generate(modality, frames, self.settings, boxes, frame_index)
+        timings = {"preprocess": preprocess_ms, **timings, "total": 1e3 * (time.perf_counter() - start)}
+        return [self._description(row, timings) for row in decoded]
+
+    def _description(self, row: Decoded, timings: dict) -> Description:
+        text = self.tokenizer.decode(list(row.token_ids), skip_special_tokens=True).strip()
+        return Description(text=text, score=row.score, token_ids=row.token_ids, timings_ms=dict(timings))

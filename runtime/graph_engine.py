@@ -1,0 +1,76 @@
+"""RegionBLIP inference over a bundle's graphs: encoders, per-modality Q-Formers, the KV-cached LLM.
+
+Any runner with run(graph_name, feeds) -> outputs serves (ONNX Runtime, TensorRT). A frame's image
+or scene features are computed once and every region of the call decodes in one batch.
+"""
+import time
+
+import numpy as np
+
+from runtime.bundle import Bundle
+from runtime.decoding import Decoded, GenerationSettings, decode
+
+POINT_MODALITIES = ("pointcloud", "pointcloud_region")
+REGION_MODALITIES = ("image_region", "pointcloud_region")
+
+
+class LanguageModelGraph:
+    """A LanguageModelStep over the bundle's llm graph, with each prompt row's LoRA adapter."""
+
+    def __init__(self, runner, bundle: Bundle, adapter_ids: np.ndarray | None):
+        llm = bundle.manifest["llm"]
+        self.runner, self.adapter_ids = runner, adapter_ids
+        self.past_names = [f"past_{kind}_{layer}" for layer in range(llm["num_layers"]) for kind in ("key", "value")]
+        self.past_shape = (llm["num_heads"], 0, llm["head_dim"])
+
+    def __call__(self, prefix_embeds, input_ids, past):
+        rows = len(input_ids)
+        if past is None:
+            past = [np.zeros((rows, *self.past_shape), np.float32)] * len(self.past_names)
+        feeds = {"prefix_embeds": np.ascontiguousarray(prefix_embeds, np.float32), "input_ids": input_ids,
+                 **dict(zip(self.past_names, past))}
+        if self.adapter_ids is not None:  # beam search repeats each prompt row, keeping its beams together
+            feeds["adapter_ids"] = np.repeat(self.adapter_ids, rows // len(self.adapter_ids))
+        logits, *present = self.runner.run("llm", feeds)
+        return logits, present
+
+    def reorder(self, past, rows):
+        return [p[rows] for p in past]
+
+
+class GraphEngine:
+    def __init__(self, bundle: Bundle, runner):
+        self.bundle, self.runner = bundle, runner
+        self.backend = runner.backend
+
+    def adapter_ids(self, modalities: list[str]) -> np.ndarray | None:
+        llm = self.bundle.manifest["llm"]
+        if not llm["stacked"]:
+            return None
+        return np.array([llm["adapter_ids"][m] for m in modalities], dtype=np.int64)
+
+    def features(self, modality: str, frames: np.ndarray) -> np.ndarray:
+        if modality in POINT_MODALITIES:
+            return self.runner.run("point_encoder", {"points": frames})[0]
+        return self.runner.run("vision", {"pixel_values": frames})[0]
+
+    def soft_prompt(self, modality: str, features, boxes=None, frame_index=None) -> np.ndarray:
+        feeds = {"features": features}
+        if modality in REGION_MODALITIES:
+            feeds.update(boxes=boxes.reshape(len(boxes), -1).astype(np.float32), frame_index=frame_index)
+        return self.runner.run(f"qformer_{modality}", feeds)[0]
+
+    def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
+                 frame_index=None) -> tuple[list[Decoded], dict[str, float]]:
+        """Describe each region (or each frame): (decoded rows, stage timings in ms)."""
+        timings, start = {}, time.perf_counter()
+        features = self.features(modality, frames)
+        timings["encode"] = 1e3 * (time.perf_counter() - start)
+        start = time.perf_counter()
+        prompt = self.soft_prompt(modality, features, boxes, frame_index)
+        timings["qformer"] = 1e3 * (time.perf_counter() - start)
+        start = time.perf_counter()
+        step = LanguageModelGraph(self.runner, self.bundle, self.adapter_ids([modality] * len(prompt)))
+        decoded = decode(step, prompt, settings)
+        timings["decode"] = 1e3 * (time.perf_counter() - start)
+        return decoded, timings

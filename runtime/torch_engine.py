@@ -1,0 +1,47 @@
+"""The torch reference: the checkpoint's own RegionBLIP.generate (transformers' generate inside).
+
+The only runtime module that imports training/, and only when this backend is chosen.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.decoding import Decoded, GenerationSettings
+
+REGION_MODALITIES = ("image_region", "pointcloud_region")
+
+
+class TorchEngine:
+    backend = "torch"
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu"):
+        import torch
+
+        from training.modeling_regionblip import RegionBLIP
+
+        self.torch = torch
+        self.device = device
+        self.model = RegionBLIP.from_pretrained(checkpoint).to(device).eval()
+
+    def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
+                 frame_index=None) -> tuple[list[Decoded], dict[str, float]]:
+        torch = self.torch
+        start = time.perf_counter()
+        tensor = torch.from_numpy(frames).to(self.device)
+        inputs = {"points": tensor} if modality in ("pointcloud", "pointcloud_region") else {"pixel_values": tensor}
+        if modality in REGION_MODALITIES:
+            inputs["boxes"] = torch.from_numpy(boxes.reshape(len(boxes), -1).astype(np.float32)).to(self.device)
+            inputs["frame_index"] = torch.from_numpy(frame_index).to(self.device)
+        generated = self.model.generate(modality, **inputs, num_beams=settings.num_beams,
+                                        max_new_tokens=settings.max_new_tokens,
+                                        min_new_tokens=settings.min_new_tokens, eos_token_id=settings.eos_token_id)
+        decoded = []
+        for tokens, score in zip(generated.token_ids.tolist(), generated.scores.tolist()):
+            kept = []
+            for token in tokens:
+                if token == settings.eos_token_id:
+                    break
+                kept.append(token)
+            decoded.append(Decoded(token_ids=tuple(kept), score=float(score)))
+        return decoded, {"generate": 1e3 * (time.perf_counter() - start)}
