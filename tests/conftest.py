@@ -17,3 +17,21 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random RegionBLIP checkpoint with the default tokenizer (tests/tiny_checkpoint.py)."""
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint exported with every modality (python -m export.onnx)."""
+    from export.onnx import main
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--max-new-tokens", "8"]) == 0
+    return out

@@ -1,0 +1,173 @@
+"""python -m export.onnx writes a bundle whose graphs compute what the PyTorch model computes."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from export.bundle import FORMAT_VERSION as EXPORT_FORMAT
+from export.onnx import main
+from runtime.bundle import FORMAT_VERSION as RUNTIME_FORMAT
+from runtime.bundle import BundleError, load_bundle
+from runtime.graph_engine import GraphEngine, LanguageModelGraph
+from runtime.decoding import GenerationSettings, decode
+from runtime.onnx_runner import OnnxRunner
+from training.modeling_regionblip import RegionBLIP
+
+GRAPHS = {"vision", "point_encoder", "llm", "qformer_image", "qformer_image_region", "qformer_pointcloud",
+          "qformer_pointcloud_region"}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return RegionBLIP.from_pretrained(tiny_checkpoint).eval()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    return GraphEngine(bundle, OnnxRunner(bundle))
+
+
+def session(bundle_path, name):
+    return onnxruntime.InferenceSession(str(bundle_path / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_export_and_runtime_read_the_same_bundle_format():
+    assert EXPORT_FORMAT == RUNTIME_FORMAT
+
+
+def test_every_graph_passes_the_onnx_checker_and_is_in_the_manifest(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert set(manifest["graphs"]) == GRAPHS
+    for name, graph in manifest["graphs"].items():
+        onnx.checker.check_model(str(tiny_bundle / graph["file"]))
+        assert graph["file"] in manifest["files"]
+        assert [i.name for i in onnx.load(str(tiny_bundle / graph["file"])).graph.input] == [
+            spec["name"] for spec in graph["inputs"]]
+    assert {"tokenizer/tokenizer.json"} <= set(manifest["files"])
+    assert manifest["exporter"]["opset"] == 18 and manifest["generation"]["eos_token_id"] == 202
+
+
+@torch.no_grad()
+def test_features_match_pytorch_at_a_new_batch_size(tiny_bundle, model):
+    pixels = torch.randn(3, 3, model.config.image_size, model.config.image_size)
+    points = torch.randn(4, 333, 3)
+    np.testing.assert_allclose(session(tiny_bundle, "vision").run(None, {"pixel_values": pixels.numpy()})[0],
+                               model.encode_frames("image", pixel_values=pixels).numpy(), atol=1e-4)
+    np.testing.assert_allclose(session(tiny_bundle, "point_encoder").run(None, {"points": points.numpy()})[0],
+                               model.encode_frames("pointcloud", points=points).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("modality, box_dims", [("image_region", 4), ("pointcloud_region", 24)])
+@torch.no_grad()
+def test_region_soft_prompts_match_pytorch_for_several_frames(tiny_bundle, model, modality, box_dims):
+    tokens = 17 if modality == "image_region" else model.config.point_num_group + 1
+    features = torch.randn(3, tokens, model.config.qformer_config().encoder_hidden_size)
+    boxes = torch.rand(6, box_dims) * 0.5
+    if box_dims == 4:
+        boxes[:, 2:] += 0.5
+    frame_index = torch.tensor([0, 2, 2, 1, 0, 2])
+    model.use_modality(modality)
+    _, expected = model.soft_prompt(modality, features, boxes, frame_index)
+    got = session(tiny_bundle, f"qformer_{modality}").run(None, {
+        "features": features.numpy(), "boxes": boxes.numpy(), "frame_index": frame_index.numpy()})[0]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+
+@torch.no_grad()
+def test_llm_logits_match_pytorch_with_a_kv_cache(tiny_bundle, model):
+    model.use_modality("image_region")
+    llm = model.language_model
+    prompt = torch.randn(2, 5, llm.config.word_embed_proj_dim)
+    ids = torch.tensor([[2, 40, 41], [2, 50, 51]])
+    engine_bundle = load_bundle(tiny_bundle)
+    step = LanguageModelGraph(OnnxRunner(engine_bundle), engine_bundle, np.array([0, 0]))  # image_region
+    logits, past = step(prompt.numpy(), ids[:, :1].numpy(), None)
+    for t in range(1, 3):
+        logits, past = step(prompt[:, :0].numpy(), ids[:, t:t + 1].numpy(), past)
+    expected = llm(inputs_embeds=torch.cat([prompt, llm.get_input_embeddings()(ids)], 1)).logits[:, -1]
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("modality", ["image_region", "pointcloud_region"])
+def test_greedy_tokens_equal_pytorch_generate_for_several_frames_and_regions(engine, model, modality):
+    settings = GenerationSettings(bos_token_id=2, eos_token_id=202, pad_token_id=1, max_new_tokens=6)
+    generator = torch.Generator().manual_seed(5)
+    if modality == "image_region":
+        size = model.config.image_size
+        frames = torch.randn(2, 3, size, size, generator=generator)
+        boxes = torch.tensor([[0.1, 0.1, 0.6, 0.5], [0.3, 0.2, 0.9, 0.9], [0.0, 0.5, 0.4, 1.0]])
+        inputs = {"pixel_values": frames}
+    else:
+        frames = torch.randn(2, 150, 3, generator=generator)
+        boxes = torch.randn(3, 8, 3, generator=generator)
+        inputs = {"points": frames}
+    frame_index = torch.tensor([1, 0, 1])
+    expected = model.generate(modality, **inputs, boxes=boxes, frame_index=frame_index, num_beams=1,
+                              max_new_tokens=6, min_new_tokens=0, eos_token_id=202)
+    decoded, _ = engine.generate(modality, frames.numpy(), settings, boxes.numpy(), frame_index.numpy())
+    for row, tokens in zip(decoded, expected.token_ids.tolist()):
+        assert list(row.token_ids) == [t for t in tokens if t not in (202, 1)][:len(row.token_ids)]
+        assert len(row.token_ids) == len([t for t in tokens if t not in (202, 1)])
+
+
+def test_a_mixed_modality_batch_equals_each_modality_alone(engine):
+    settings = GenerationSettings(bos_token_id=2, eos_token_id=202, pad_token_id=1, max_new_tokens=6)
+    features = np.random.default_rng(0).normal(size=(1, 17, 32)).astype(np.float32)
+    scene = np.random.default_rng(1).normal(size=(1, 200, 3)).astype(np.float32)
+    camera = engine.soft_prompt("image_region", features, np.array([[0.1, 0.1, 0.7, 0.8]], np.float32),
+                                np.zeros(1, np.int64))
+    lidar = engine.soft_prompt("pointcloud_region", engine.features("pointcloud_region", scene),
+                               np.random.default_rng(2).normal(size=(1, 8, 3)).astype(np.float32), np.zeros(1, np.int64))
+    alone = [decode(LanguageModelGraph(engine.runner, engine.bundle, engine.adapter_ids([m])), p, settings)[0]
+             for m, p in (("image_region", camera), ("pointcloud_region", lidar))]
+    mixed = decode(LanguageModelGraph(engine.runner, engine.bundle,
+                                      engine.adapter_ids(["image_region", "pointcloud_region"])),
+                   np.concatenate([camera, lidar]), settings)
+    assert [m.token_ids for m in mixed] == [a.token_ids for a in alone]
+    np.testing.assert_allclose([m.score for m in mixed], [a.score for a in alone], atol=1e-5)
+
+
+def test_a_tampered_graph_fails_the_manifest_check(tiny_bundle, tmp_path):
+    copy = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    with open(copy / "qformer_image_region.onnx", "ab") as graph:
+        graph.write(b"\0")
+    with pytest.raises(BundleError, match="qformer_image_region.onnx does not match its sha256"):
+        load_bundle(copy)
+
+
+def test_a_single_modality_bundle_merges_the_adapter_into_the_llm(tiny_checkpoint, tmp_path):
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--modalities", "image_region"]) == 0
+    manifest = load_bundle(tmp_path / "b").manifest
+    assert set(manifest["graphs"]) == {"vision", "qformer_image_region", "llm"}
+    assert manifest["llm"]["stacked"] is False
+    assert "adapter_ids" not in [spec["name"] for spec in manifest["graphs"]["llm"]["inputs"]]
+
+
+@pytest.mark.parametrize("problem, args, message", [
+    ("missing checkpoint", ["--ckpt", "{tmp}/nowhere"], "does not exist"),
+    ("corrupt checkpoint", ["--ckpt", "{corrupt}"], "could not be loaded"),
+    ("unknown modality", ["--modalities", "image_region,sonar"], "unknown modalities ['sonar']"),
+])
+def test_bad_input_gives_one_line_a_nonzero_exit_and_no_bundle(tiny_checkpoint, tmp_path, capsys, problem, args,
+                                                               message):
+    corrupt = shutil.copytree(tiny_checkpoint, tmp_path / "corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
+    argv = ["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "out")]
+    argv += [a.format(tmp=tmp_path, corrupt=corrupt) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("export.onnx: ") and message in err[0]
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_an_unwritable_output_is_one_clear_line(tiny_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(blocker / "bundle")]) == 2
+    assert "cannot write the bundle" in capsys.readouterr().err
