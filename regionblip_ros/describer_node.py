@@ -1,18 +1,277 @@
-"""Entry point of the `region_describer` node (console script declared in setup.py).
+"""The region_describer node: camera images, LiDAR clouds and regions of interest in, descriptions out.
 
-The node itself (subscriptions, sync, worker, publishers) is built in issue #7. Until then
-this entry point refuses to start rather than run a node that describes nothing.
+Frames are buffered by stamp; each region array is matched to its frame and handed, as a job, to a worker
+thread that keeps only the newest job per sensor. Callbacks only buffer, match and hand over, so they never
+wait for the model. The describe_regions service runs in its own callback group and takes turns with the
+worker on the describer.
 """
+
 import sys
+import time
+from dataclasses import dataclass
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
+from regionblip_msgs.srv import DescribeRegions
+from sensor_msgs.msg import Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from regionblip_ros.conversions import numpy_to_image
+from regionblip_ros.describe import SerializedDescriber, describe_camera_frame, describe_lidar_frame
+from regionblip_ros.diagnostics import InputStats, diagnostic_status
+from regionblip_ros.drawing import annotate
+from regionblip_ros.markers import description_markers
+from regionblip_ros.spinning import spin_until_signal
+from regionblip_ros.sync import FrameBuffer, stamp_to_ns
+from regionblip_ros.throttle import ThrottledReporter
+from regionblip_ros.worker import LatestJobWorker
+
+NODE_NAME = "region_describer"
+SENSOR_QOS = qos_profile_sensor_data
+REGION_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+DIAGNOSTICS_PERIOD_S = 1.0
+EXECUTOR_THREADS = 4  # sensor callbacks, the service and spare: a busy service never holds up the sensors
+
+CAMERA, LIDAR = "camera", "lidar"
+FRAME_TOPIC = {CAMERA: "image", LIDAR: "points"}
+EMPTY_REGIONS = "empty_regions"
+STAMP_OUT_OF_ORDER = "stamp_out_of_order"
+WORKER_ERROR = "worker_error"
+
+PARAMETERS = {  # name: (default, description); config/describe.yaml lists the same
+    "bundle": ("bundles/default", "exported model bundle directory (python -m export.onnx)"),
+    "backend": ("onnxruntime", "inference backend: onnxruntime | tensorrt | torch"),
+    "device": ("cpu", "inference device: cpu | cuda"),
+    "enable_camera": (True, "subscribe image + regions_2d"),
+    "enable_lidar": (True, "subscribe points + regions_3d"),
+    "max_regions": (32, "regions described per frame; extra regions are dropped and counted"),
+    "max_new_tokens": (20, "longest description, in tokens"),
+    "num_beams": (1, "beam search width; 1 = greedy"),
+    "sync_slop": (0.05, "seconds a region array's stamp may differ from its frame's"),
+    "frame_buffer": (30, "frames kept per sensor for stamp matching"),
+    "min_region_px": (4.0, "2D regions narrower or lower than this (pixels, inside the image) are skipped"),
+    "publish_markers": (True, "publish RViz text markers for 3D regions on markers"),
+    "publish_annotated": (True, "publish the image with boxes and descriptions on annotated_image"),
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    print(
-        "region_describer: this version ships the message interfaces and package layout only; "
-        "the node arrives with issue #7 (see README, 'Status').",
-        file=sys.stderr,
-    )
-    return 2
+def make_describer(bundle: str, backend: str, device: str, max_new_tokens: int, num_beams: int):
+    """The runtime's Describer over an exported bundle, set to generate as the parameters say."""
+    try:
+        from runtime import Describer  # imported here: ROS tooling must not need the runtime to load the node
+    except ImportError as error:
+        raise RuntimeError(f"cannot build a describer: runtime.Describer is not importable ({error}); "
+                           "install the runtime or pass a describer to the node") from error
+    describer = Describer.from_bundle(bundle, backend=backend, device=device)
+    describer.configure(max_new_tokens=max_new_tokens, num_beams=num_beams)
+    return describer
+
+
+@dataclass(frozen=True)
+class Job:
+    frame: Image | PointCloud2
+    regions: list
+    received: float  # time.monotonic() when the region array arrived: latency is measured from here
+
+
+class RegionDescriber(Node):
+    """Describes regions of camera and LiDAR frames; see the module docstring and DESIGN.md, 'ROS 2'."""
+
+    def __init__(self, *, describer=None, **node_options):
+        super().__init__(NODE_NAME, **node_options)
+        try:
+            value = self._declare_parameters()
+            if describer is None:
+                describer = make_describer(value["bundle"], value["backend"], value["device"],
+                                           value["max_new_tokens"], value["num_beams"])
+        except Exception:
+            super().destroy_node()  # leave no half-built node in the graph
+            raise
+        self.max_regions, self.min_region_px = value["max_regions"], value["min_region_px"]
+        self.sync_slop_ns = round(value["sync_slop"] * 1e9)
+        self.describer = SerializedDescriber(describer)
+        self.bad_inputs = ThrottledReporter(self.get_logger().warning)
+        self.stats = InputStats()
+        self._frames = {CAMERA: FrameBuffer(value["frame_buffer"]), LIDAR: FrameBuffer(value["frame_buffer"])}
+        self._last_stamp_ns: dict[str, int] = {}
+        self._reported_problems = 0
+
+        self.descriptions_pub = self.create_publisher(RegionDescriptionArray, "descriptions", OUTPUT_QOS)
+        self.markers_pub = None
+        if value["publish_markers"]:
+            self.markers_pub = self.create_publisher(MarkerArray, "markers", OUTPUT_QOS)
+        self.annotated_pub = None
+        if value["publish_annotated"]:
+            self.annotated_pub = self.create_publisher(Image, "annotated_image", OUTPUT_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+
+        sensors = MutuallyExclusiveCallbackGroup()
+        if value["enable_camera"]:
+            self.create_subscription(Image, "image", self.on_image, SENSOR_QOS, callback_group=sensors)
+            self.create_subscription(Region2DArray, "regions_2d", self.on_regions_2d, REGION_QOS,
+                                     callback_group=sensors)
+        if value["enable_lidar"]:
+            self.create_subscription(PointCloud2, "points", self.on_points, SENSOR_QOS, callback_group=sensors)
+            self.create_subscription(Region3DArray, "regions_3d", self.on_regions_3d, REGION_QOS,
+                                     callback_group=sensors)
+        self.create_service(DescribeRegions, "describe_regions", self.on_describe_regions,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics, callback_group=sensors)
+        self.worker = LatestJobWorker(self._process, self._on_worker_error)
+        self.get_logger().info(f"describing with backend {self.describer.backend}; camera "
+                               f"{'on' if value['enable_camera'] else 'off'}, lidar "
+                               f"{'on' if value['enable_lidar'] else 'off'}")
+
+    def _declare_parameters(self) -> dict:
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        value = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams"):
+            if value[name] < 1:
+                raise ValueError(f"parameter {name} is {value[name]}: it must be at least 1")
+        for name in ("sync_slop", "min_region_px"):
+            if value[name] < 0:
+                raise ValueError(f"parameter {name} is {value[name]}: it must be 0 or more")
+        return value
+
+    # --- callbacks: buffer, match, hand over; never wait -------------------------------------------------
+
+    def on_image(self, msg: Image) -> None:
+        self._buffer(CAMERA, "image", msg)
+
+    def on_points(self, msg: PointCloud2) -> None:
+        self._buffer(LIDAR, "points", msg)
+
+    def on_regions_2d(self, msg: Region2DArray) -> None:
+        self._match(CAMERA, "regions_2d", msg)
+
+    def on_regions_3d(self, msg: Region3DArray) -> None:
+        self._match(LIDAR, "regions_3d", msg)
+
+    def on_describe_regions(self, request, response):
+        """Describe the request's image regions and/or cloud regions now, in this (service) thread."""
+        parts = []
+        if request.image.width or request.regions_2d:
+            parts.append(describe_camera_frame(self.describer, request.image, list(request.regions_2d),
+                                               max_regions=self.max_regions, min_region_px=self.min_region_px))
+        if request.cloud.width or request.regions_3d:
+            parts.append(describe_lidar_frame(self.describer, request.cloud, list(request.regions_3d),
+                                              max_regions=self.max_regions))
+        if not parts:
+            response.success = False
+            response.message = ("nothing to describe: fill image + regions_2d and/or cloud + regions_3d "
+                                "(an image or cloud of width 0 is skipped)")
+            return response
+        problems = [problem for part in parts for problem in part.problems]
+        self._report(problems)
+        described = [part.descriptions for part in parts if part.descriptions is not None]
+        if described:
+            response.descriptions.header = described[0].header
+            response.descriptions.inference_ms = sum(d.inference_ms for d in described)
+            for descriptions in described:
+                response.descriptions.descriptions.extend(descriptions.descriptions)
+        response.success = len(described) == len(parts)
+        response.message = "; ".join(problem.message for problem in problems)
+        return response
+
+    def publish_diagnostics(self) -> None:
+        problems = self.bad_inputs.counts()
+        new_problems = sum(problems.values()) - self._reported_problems
+        self._reported_problems += new_problems
+        dropped = {CAMERA: 0, LIDAR: 0, **self.worker.dropped()}
+        status = diagnostic_status(self.get_fully_qualified_name(), self.describer.backend, self.stats.rates_hz(),
+                                   dropped, problems, new_problems, self.stats.latency_percentiles_ms())
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
+
+    # --- helpers of the callbacks ------------------------------------------------------------------------
+
+    def _stamp_ns(self, topic: str, msg) -> int:
+        stamp = stamp_to_ns(msg.header.stamp)
+        previous = self._last_stamp_ns.get(topic)
+        if previous is not None and stamp < previous:
+            self.bad_inputs.report(STAMP_OUT_OF_ORDER, (
+                f"{topic} stamp {stamp * 1e-9:.3f} s is older than the one before ({previous * 1e-9:.3f} s): "
+                "still matched by stamp; if the publisher's clock jumped back (a replayed bag?), expect "
+                "unmatched regions until the frame buffer refills"))
+        self._last_stamp_ns[topic] = stamp
+        return stamp
+
+    def _buffer(self, sensor: str, topic: str, msg) -> None:
+        self.stats.received(topic)
+        self._frames[sensor].add(self._stamp_ns(topic, msg), msg)
+
+    def _match(self, sensor: str, topic: str, msg) -> None:
+        received = time.monotonic()
+        self.stats.received(topic)
+        stamp = self._stamp_ns(topic, msg)
+        if not msg.regions:
+            self.bad_inputs.report(EMPTY_REGIONS, f"skipped a {topic} array with no regions: nothing to describe")
+            return
+        frames = self._frames[sensor]
+        frame = frames.match(stamp, self.sync_slop_ns)
+        if frame is None:
+            held = (f"{frames.stamps[0] * 1e-9:.3f} to {frames.stamps[-1] * 1e-9:.3f} s" if len(frames)
+                    else "none")
+            self.bad_inputs.report(f"unmatched_{topic}", (
+                f"no {FRAME_TOPIC[sensor]} within sync_slop {self.sync_slop_ns * 1e-9:g} s of the {topic} stamp "
+                f"{stamp * 1e-9:.3f} s (buffered: {held}): give region arrays the header of the frame they "
+                "were computed on, or raise sync_slop / frame_buffer"))
+            return
+        self.worker.submit(sensor, Job(frame, list(msg.regions), received))
+
+    # --- the worker thread -------------------------------------------------------------------------------
+
+    def _process(self, sensor: str, job: Job) -> None:
+        if sensor == CAMERA:
+            result = describe_camera_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions,
+                                           min_region_px=self.min_region_px)
+        else:
+            result = describe_lidar_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions)
+        self._report(result.problems)
+        if result.descriptions is None:
+            return
+        self.descriptions_pub.publish(result.descriptions)
+        self.stats.latency((time.monotonic() - job.received) * 1e3)
+        if self.markers_pub is not None and sensor == LIDAR:
+            self.markers_pub.publish(description_markers(result.descriptions))
+        if self.annotated_pub is not None and sensor == CAMERA and self.annotated_pub.get_subscription_count():
+            captions = [f"{d.label}: {d.text}" if d.label else d.text for d in result.descriptions.descriptions]
+            drawn = annotate(result.image, result.boxes, captions)
+            self.annotated_pub.publish(numpy_to_image(drawn, "rgb8", header=result.descriptions.header))
+
+    def _on_worker_error(self, sensor: str, job: Job, error: Exception) -> None:
+        self.bad_inputs.report(WORKER_ERROR, f"describing a {sensor} frame failed, skipped it: {error!r}")
+
+    def _report(self, problems) -> None:
+        for problem in problems:
+            self.bad_inputs.report(problem.kind, problem.message)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run one region_describer until SIGINT/SIGTERM (ros2 run regionblip_ros region_describer)."""
+    context = Context()
+    rclpy.init(args=args, context=context)
+    try:
+        node = RegionDescriber(context=context)
+    except Exception as error:  # bad parameters or an unloadable bundle: say which, do not spin
+        print(f"{NODE_NAME}: {error}", file=sys.stderr)
+        context.try_shutdown()
+        return 1
+    spin_until_signal([node], context, num_threads=EXECUTOR_THREADS)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""A test double of runtime.Describer: deterministic text, the runtime's input checks, optional delay.
+
+Its descriptions say what it was given ("region 1 of 64x48 image", "object 0 among 500 points"), so a test can
+check that the node passed the right frame and regions. It raises ValueError where the runtime would for bad
+input, and for frames the tests use to provoke a describer error: images under 8 pixels wide or high, and
+clouds of fewer than 4 points.
+"""
+
+import threading
+import time
+
+import numpy as np
+
+from runtime.description import Description
+
+MIN_IMAGE_PX = 8
+MIN_POINTS = 4
+
+
+class DescriberDouble:
+    backend = "double"
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, int]] = []  # (method, number of regions), in call order
+        self._lock = threading.Lock()
+        self._busy = False
+        self.overlapping_calls = 0  # calls that started while another was running
+
+    def _enter(self, method: str, regions: int) -> None:
+        with self._lock:
+            self.overlapping_calls += self._busy
+            self._busy = True
+            self.calls.append((method, regions))
+
+    def _leave(self) -> None:
+        time.sleep(self.delay_s)
+        with self._lock:
+            self._busy = False
+
+    def describe_image_regions(self, image, boxes_xyxy_px) -> list[Description]:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        if boxes_xyxy_px.dtype != np.float32 or boxes_xyxy_px.ndim != 2 or boxes_xyxy_px.shape[1] != 4:
+            raise ValueError(f"boxes must be (R, 4) float32, got {boxes_xyxy_px.shape} {boxes_xyxy_px.dtype}")
+        height, width = image.shape[:2]
+        if min(height, width) < MIN_IMAGE_PX:
+            raise ValueError(f"image {width}x{height} is smaller than {MIN_IMAGE_PX}x{MIN_IMAGE_PX}")
+        self._enter("describe_image_regions", len(boxes_xyxy_px))
+        self._leave()
+        return [Description(text=f"region {i} of {width}x{height} image", score=-0.5 - i, token_ids=(i,),
+                            timings_ms={"total": 1e3 * self.delay_s})
+                for i in range(len(boxes_xyxy_px))]
+
+    def describe_point_regions(self, points, corners) -> list[Description]:
+        if points.dtype != np.float32 or points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"points must be (N, 3) float32, got {points.shape} {points.dtype}")
+        if corners.dtype != np.float32 or corners.shape[1:] != (8, 3):
+            raise ValueError(f"corners must be (R, 8, 3) float32, got {corners.shape} {corners.dtype}")
+        if len(points) < MIN_POINTS:
+            raise ValueError(f"{len(points)} points are too few: need at least {MIN_POINTS}")
+        self._enter("describe_point_regions", len(corners))
+        self._leave()
+        return [Description(text=f"object {i} among {len(points)} points", score=-0.25, token_ids=(i,),
+                            timings_ms={"total": 1e3 * self.delay_s})
+                for i in range(len(corners))]
