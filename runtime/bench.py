@@ -14,6 +14,7 @@ This tool builds and exports that model, so unlike the rest of runtime/ it impor
 export/.
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -61,8 +62,9 @@ def prepare(preset: str, workdir: Path) -> None:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
                                         bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
     model.save_pretrained(workdir / "checkpoint", tokenizer=tokenizer)
-    code = export_main(["--ckpt", str(workdir / "checkpoint"), "--out", str(workdir / "bundle"),
-                        "--modalities", "image_region,pointcloud_region"])
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+        code = export_main(["--ckpt", str(workdir / "checkpoint"), "--out", str(workdir / "bundle"),
+                            "--modalities", "image_region,pointcloud_region"])
     if code != 0:
         raise SystemExit(f"runtime.bench: export failed with exit code {code}")
 
