@@ -10,7 +10,6 @@ engines/       TensorRT plans (python -m export.trt), named by their cache key
 A bundle is written into a temporary sibling directory and renamed into place at the end, so a
 failed export never leaves a half-written bundle where a runtime would load it.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -18,17 +17,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-FORMAT_VERSION = 1  # runtime/bundle.py reads this format; a test holds the two equal
-MANIFEST = "manifest.json"
+# The format, its manifest name and the hash are the runtime's: the reader defines what is written.
+from runtime.bundle import FORMAT_VERSION, MANIFEST, sha256
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_hashes(directory: Path) -> dict[str, str]:
@@ -52,10 +44,6 @@ def write_manifest(bundle: Path, manifest: dict) -> dict:
     manifest = {"format": FORMAT_VERSION, **manifest, "files": file_hashes(bundle)}
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def read_manifest(bundle: Path) -> dict:
-    return json.loads((Path(bundle) / MANIFEST).read_text())
 
 
 @contextmanager

@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT_VERSION = 1  # the bundle format this runtime reads (export/bundle.py writes it)
+FORMAT_VERSION = 1  # the bundle format export/bundle.py writes and this runtime reads
 MANIFEST = "manifest.json"
 
 
@@ -31,7 +31,7 @@ class Bundle:
         return [spec["name"] for spec in self.manifest["graphs"][name]["inputs"]]
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -60,7 +60,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             file = path / relative
             if not file.is_file():
                 raise BundleError(f"bundle file {file} is missing: re-export the bundle")
-            if _sha256(file) != expected:
+            if sha256(file) != expected:
                 raise BundleError(f"bundle file {file} does not match its sha256 in the manifest (changed or "
                                   "corrupt): re-export the bundle")
         unlisted = [g["file"] for g in manifest["graphs"].values() if g["file"] not in manifest["files"]]
