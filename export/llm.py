@@ -35,9 +35,18 @@ class ExportableOPT(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.layer_norm_before = config.do_layer_norm_before
         self.activation = decoder.layers[0].activation_fn
-        self.embed_tokens, self.embed_positions = decoder.embed_tokens, decoder.embed_positions
+        self.embed_positions = decoder.embed_positions
         self.project_in, self.project_out = decoder.project_in, decoder.project_out
-        self.final_layer_norm, self.lm_head = decoder.final_layer_norm, opt.lm_head
+        self.final_layer_norm = decoder.final_layer_norm
+        self.tied = opt.lm_head.weight is decoder.embed_tokens.weight
+        if self.tied:
+            # OPT ties its output projection to the token embedding. Traced as is, the exporter writes the
+            # matrix twice (once transposed for the MatMul); held once as (D, V), the logits are a plain
+            # MatMul and a token's embedding is a gather of one column.
+            self.token_embedding_t = nn.Parameter(decoder.embed_tokens.weight.detach().t().contiguous(),
+                                                  requires_grad=False)
+        else:
+            self.embed_tokens, self.lm_head = decoder.embed_tokens, opt.lm_head
         self.layers = nn.ModuleList()
         for layer in decoder.layers:
             attention = layer.self_attn
@@ -91,7 +100,7 @@ class ExportableOPT(nn.Module):
     def forward(self, prefix_embeds: torch.Tensor, input_ids: torch.Tensor, past: list[torch.Tensor],
                 adapter_ids: torch.Tensor | None = None):
         """past: [key_0, value_0, key_1, ...]; returns (last logits (B, V), [present key_0, value_0, ...])."""
-        embeds = torch.cat([prefix_embeds, self.embed_tokens(input_ids)], dim=1)  # (B, P + T, D)
+        embeds = torch.cat([prefix_embeds, self._embed(input_ids)], dim=1)  # (B, P + T, D)
         past_length, new = past[0].shape[2], embeds.shape[1]
         positions = torch.arange(new, device=embeds.device) + past_length
         # OPT's learned positions are offset by 2 (OPTLearnedPositionalEmbedding).
@@ -108,7 +117,13 @@ class ExportableOPT(nn.Module):
             last = self.final_layer_norm(last)
         if self.project_out is not None:
             last = self.project_out(last)
-        return self.lm_head(last), present
+        logits = last @ self.token_embedding_t if self.tied else self.lm_head(last)  # (B, V)
+        return logits, present
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.tied:
+            return self.token_embedding_t[:, input_ids].permute(1, 2, 0)  # (D, B, T) -> (B, T, D)
+        return self.embed_tokens(input_ids)
 
     def empty_past(self, batch: int, dtype=torch.float32) -> list[torch.Tensor]:
         shape = (batch, self.num_heads, 0, self.head_dim)

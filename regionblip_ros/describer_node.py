@@ -49,6 +49,8 @@ PARAMETERS = {  # name: (default, description); config/describe.yaml lists the s
     "bundle": ("bundles/default", "exported model bundle directory (python -m export.onnx)"),
     "backend": ("onnxruntime", "inference backend: onnxruntime | tensorrt | torch"),
     "device": ("cpu", "inference device: cpu | cuda"),
+    "threads": (0, "ONNX Runtime intra-op threads; 0 = its default (all cores). 1 is often fastest for "
+                   "small models on few cores"),
     "enable_camera": (True, "subscribe image + regions_2d"),
     "enable_lidar": (True, "subscribe points + regions_3d"),
     "max_regions": (32, "regions described per frame; extra regions are dropped and counted"),
@@ -62,14 +64,15 @@ PARAMETERS = {  # name: (default, description); config/describe.yaml lists the s
 }
 
 
-def make_describer(bundle: str, backend: str, device: str, max_new_tokens: int, num_beams: int):
+def make_describer(bundle: str, backend: str, device: str, max_new_tokens: int, num_beams: int,
+                   threads: int = 0):
     """The runtime's Describer over an exported bundle, set to generate as the parameters say."""
     try:
         from runtime import Describer  # imported here: ROS tooling must not need the runtime to load the node
     except ImportError as error:
         raise RuntimeError(f"cannot build a describer: runtime.Describer is not importable ({error}); "
                            "install the runtime or pass a describer to the node") from error
-    describer = Describer.from_bundle(bundle, backend=backend, device=device)
+    describer = Describer.from_bundle(bundle, backend=backend, device=device, threads=threads or None)
     describer.configure(max_new_tokens=max_new_tokens, num_beams=num_beams)
     return describer
 
@@ -90,7 +93,7 @@ class RegionDescriber(Node):
             value = self._declare_parameters()
             if describer is None:
                 describer = make_describer(value["bundle"], value["backend"], value["device"],
-                                           value["max_new_tokens"], value["num_beams"])
+                                           value["max_new_tokens"], value["num_beams"], value["threads"])
         except Exception:
             super().destroy_node()  # leave no half-built node in the graph
             raise

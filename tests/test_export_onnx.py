@@ -47,6 +47,13 @@ def test_every_graph_passes_the_onnx_checker_and_is_in_the_manifest(tiny_bundle)
 
 
 @torch.no_grad()
+def test_the_tied_token_embedding_is_stored_once_in_the_llm_graph(tiny_bundle, model):
+    vocab = model.config.text_config().vocab_size
+    sized = [i.dims for i in onnx.load(str(tiny_bundle / "llm.onnx")).graph.initializer if vocab in i.dims]
+    assert len(sized) == 1
+
+
+@torch.no_grad()
 def test_features_match_pytorch_at_a_new_batch_size(tiny_bundle, model):
     pixels = torch.randn(3, 3, model.config.image_size, model.config.image_size)
     points = torch.randn(4, 333, 3)
