@@ -1,0 +1,383 @@
+"""make demo: the embedded default model end to end, as a newcomer first meets the product.
+
+    python -m regionblip_ros.demo [--duration 20] [--checkpoint models/default] [--bundle DIR] [--out demo_out]
+
+1. Export the checkpoint to an ONNX bundle (python -m export.onnx), unless the bundle already holds it: its
+   manifest's source.model_sha256 is the sha256 of the checkpoint's model.safetensors.
+2. Start the region_describer as a robot without ros2 launch would: python -m regionblip_ros.bringup --params.
+3. Feed it a simulated camera, LiDAR and detector (regionblip_ros/sim_sensors.py) on held-out synthetic scenes
+   for --duration seconds, and print one line per described frame.
+4. Write OUT/summary.json (frames, regions, attribute accuracy per modality against the scenes' ground truth,
+   latency p50/p95, drops), OUT/annotated_*.png and, where the mcap packages are installed, OUT/run.mcap.
+
+Latency is the consumer's view: from the detector publishing a region array to its descriptions arriving.
+A demo tool, not a node: it imports training/ for the synthetic scenes and the scorer of training.metrics.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from PIL import Image as PILImage
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
+from sensor_msgs.msg import Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS, REGION_QOS, SENSOR_QOS
+from regionblip_ros.drawing import annotate
+from regionblip_ros.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
+from regionblip_ros.sync import stamp_to_ns
+from regionblip_ros.recording import McapRecorder
+from runtime.bundle import BundleError, load_bundle, sha256
+from training.data.splits import sample_rng
+from training.data.synthetic_images import SyntheticImageDataset
+from training.data.synthetic_points import region_caption, render_scene, sample_scene
+from training.data.vocabulary import object_phrase
+from training.metrics import attribute_exact_match
+
+PROG = "python -m regionblip_ros.demo"
+ROOT = Path(__file__).resolve().parents[1]
+MODALITY = {CAMERA: "image_region", LIDAR: "pointcloud_region"}
+STARTUP_TIMEOUT_S = 60.0    # the describer loads its bundle before it subscribes
+DRAIN_TIMEOUT_S = 10.0      # after the sensors stop: wait for the answers still in flight
+ANNOTATED_PNGS, ANNOTATE_EVERY_S, ANNOTATE_SCALE = 4, 5.0, 4  # a few frames, drawn 4x so the text reads
+
+
+# --- the scenes: held-out synthetic data with its ground truth ---------------------------------------------
+
+class SyntheticScenes:
+    """Scenes of the synthetic generators' eval split, which training never sees; every object is a region."""
+
+    def camera_scene(self, index: int, image_size: int) -> CameraScene:
+        sample = SyntheticImageDataset("image", "eval", length=index + 1, image_size=image_size)[index]
+        objects = sample.attributes["objects"]
+        truths = [{"size": o["size"], "colour": o["colour"], "shape": o["shape"],
+                   "phrase": object_phrase(o["shape"], o["size"], o["colour"])} for o in objects]
+        return CameraScene(sample.image, np.array([o["box_xyxy_px"] for o in objects], np.float32), truths)
+
+    def lidar_scene(self, index: int, num_points: int) -> LidarScene:
+        # The points of SyntheticPointDataset("pointcloud_region", "eval")[index], with every object boxed: the
+        # same draws in the same order, the dataset's choice of one region included.
+        rng = sample_rng("eval", "pointcloud_region", index)
+        scene = sample_scene(rng)
+        rng.integers(len(scene))
+        points = render_scene(scene, num_points, rng)
+        truths = [{**attributes, "phrase": phrase}
+                  for phrase, attributes in (region_caption(scene, k) for k in range(len(scene)))]
+        return LidarScene(points, np.array([o.center for o in scene]), np.array([o.box_size for o in scene]),
+                          np.array([o.yaw for o in scene]), truths)
+
+
+# --- the bundle, exported once per checkpoint --------------------------------------------------------------
+
+def cached_bundle(checkpoint: Path, bundle: Path) -> bool:
+    """Whether `bundle` is whole and was exported, with the demo's modalities, from this checkpoint's weights."""
+    try:
+        manifest = load_bundle(bundle).manifest
+    except (BundleError, KeyError):
+        return False
+    return (manifest.get("source", {}).get("model_sha256") == sha256(checkpoint / "model.safetensors")
+            and set(MODALITY.values()) <= set(manifest.get("modalities", ())))
+
+
+def export_bundle(checkpoint: Path, bundle: Path) -> None:
+    subprocess.run([sys.executable, "-m", "export.onnx", "--ckpt", str(checkpoint), "--out", str(bundle),
+                    "--modalities", ",".join(MODALITY.values())], check=True)
+
+
+def prepare_bundle(checkpoint: Path, bundle: Path, export=None) -> bool:
+    """Export `checkpoint` into `bundle` (with `export`, default export_bundle) unless it is already there;
+    True when the cached bundle was reused."""
+    if cached_bundle(checkpoint, bundle):
+        return True
+    (export or export_bundle)(checkpoint, bundle)
+    return False
+
+
+# --- listening to the describer ----------------------------------------------------------------------------
+
+class DemoMonitor(Node):
+    """Matches each description array to the detection it answers, scores it, prints it, draws a few."""
+
+    def __init__(self, out: Path, **node_options):
+        super().__init__("demo_monitor", **node_options)
+        self.out = out
+        self._lock = threading.Lock()
+        self.detections: dict[tuple[str, int], Detection] = {}
+        self.frames = {CAMERA: [], LIDAR: []}  # one record per described frame
+        self.annotated: list[str] = []
+        self._last_drawn = -np.inf
+        self.node_status: dict[str, str] = {}
+        self.create_subscription(RegionDescriptionArray, "descriptions", self.on_descriptions, OUTPUT_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, OUTPUT_QOS)
+
+    def add_detection(self, detection: Detection) -> None:
+        with self._lock:
+            self.detections[(detection.sensor, detection.stamp_ns)] = detection
+
+    def answered(self) -> tuple[int, int]:
+        """(frames described, region arrays published) so far."""
+        with self._lock:
+            return sum(map(len, self.frames.values())), len(self.detections)
+
+    def on_descriptions(self, msg: RegionDescriptionArray) -> None:
+        received = time.monotonic()
+        if not msg.descriptions:
+            return
+        sensor = CAMERA if msg.descriptions[0].modality == MODALITY[CAMERA] else LIDAR
+        with self._lock:
+            detection = self.detections.get((sensor, stamp_to_ns(msg.header.stamp)))
+        if detection is None:
+            return  # not a frame of this demo
+        modality = MODALITY[sensor]
+        regions = []
+        for item in msg.descriptions:
+            truth = detection.truths[item.id]
+            correct = attribute_exact_match([item.text], [truth], modality)[f"{modality}/exact_match"] == 1.0
+            regions.append({"id": item.id, "text": item.text, "truth": truth, "correct": correct})
+        record = {"index": detection.index, "stamp": stamp_to_ns(msg.header.stamp) * 1e-9,
+                  "latency_ms": (received - detection.published) * 1e3, "inference_ms": msg.inference_ms,
+                  "regions": regions}
+        with self._lock:
+            self.frames[sensor].append(record)
+        print(frame_line(sensor, record), flush=True)
+        drawing_due = len(self.annotated) < ANNOTATED_PNGS and received - self._last_drawn >= ANNOTATE_EVERY_S
+        if sensor == CAMERA and drawing_due:
+            self._last_drawn = received
+            self._draw(detection.image, msg)
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(DESCRIBER):
+                self.node_status = {kv.key: kv.value for kv in status.values}
+
+    def _draw(self, image: np.ndarray, msg: RegionDescriptionArray) -> None:
+        big = np.repeat(np.repeat(image, ANNOTATE_SCALE, axis=0), ANNOTATE_SCALE, axis=1)
+        boxes = [(r.x, r.y, r.x + r.width, r.y + r.height) for r in (d.region_2d for d in msg.descriptions)]
+        drawn = annotate(big, np.array(boxes) * ANNOTATE_SCALE, [d.text for d in msg.descriptions])
+        path = self.out / f"annotated_{len(self.annotated):02d}.png"
+        PILImage.fromarray(drawn).save(path)
+        self.annotated.append(str(path))
+
+
+def frame_line(sensor: str, record: dict) -> str:
+    """One described frame: 'camera #0012  stamp 1763901234.300  18 ms  c0012-0 → "a red circle" ✓ ...'."""
+    regions = "   ".join(f'{r["id"]} → "{r["text"]}" ' + ("✓" if r["correct"] else f'✗ ({r["truth"]["phrase"]})')
+                          for r in record["regions"])
+    return (f'{sensor:<6} #{record["index"]:04d}  stamp {record["stamp"]:.3f}  {record["latency_ms"]:5.0f} ms   '
+            f"{regions}")
+
+
+# --- recording: every topic of the run into an MCAP file (regionblip_ros/recording.py) ---------------
+
+RECORDED = (("image", Image, SENSOR_QOS), ("points", PointCloud2, SENSOR_QOS),
+            ("regions_2d", Region2DArray, REGION_QOS), ("regions_3d", Region3DArray, REGION_QOS),
+            ("descriptions", RegionDescriptionArray, OUTPUT_QOS), ("markers", MarkerArray, OUTPUT_QOS),
+            ("annotated_image", Image, OUTPUT_QOS), ("/diagnostics", DiagnosticArray, OUTPUT_QOS))
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+def wait_for_describer(sim: SimulatedSensors, monitor: DemoMonitor, bringup: subprocess.Popen) -> bool:
+    """Until the describer subscribes to every sensor topic and publishes descriptions (False: it never did)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline and bringup.poll() is None:
+        subscribed = all(any(info.node_name == DESCRIBER for info in sim.get_subscriptions_info_by_topic(topic))
+                         for topic in ("image", "regions_2d", "points", "regions_3d"))
+        if subscribed and monitor.count_publishers("descriptions"):
+            time.sleep(0.5)  # discovery done; let the endpoints match
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    return "".join(path.read_text().splitlines(keepends=True)[-lines:])
+
+
+def drain(monitor: DemoMonitor) -> None:
+    """Wait for the descriptions still in flight: until every region array is answered or none was for 1 s."""
+    deadline, last = time.monotonic() + DRAIN_TIMEOUT_S, (-1, -1)
+    while time.monotonic() < deadline and monitor.answered() != last:
+        last = monitor.answered()
+        if last[0] >= last[1]:
+            return
+        time.sleep(1.0)
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None}
+    p50, p95 = np.percentile(values, [50, 95])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1)}
+
+
+def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, int]) -> dict:
+    modalities, latencies = {}, []
+    for sensor, modality in MODALITY.items():
+        frames = monitor.frames[sensor]
+        regions = [region for frame in frames for region in frame["regions"]]
+        scores = attribute_exact_match([r["text"] for r in regions], [r["truth"] for r in regions], modality) \
+            if regions else {}
+        latencies += [frame["latency_ms"] for frame in frames]
+        modalities[modality] = {
+            "frames_published": sim.frames[sensor], "frames_described": len(frames),
+            "frames_dropped": published[sensor] - len(frames), "regions_described": len(regions),
+            "accuracy": {key.split("/")[1]: round(value, 4) for key, value in scores.items()},
+            "latency_ms": percentiles([frame["latency_ms"] for frame in frames]),
+            "inference_ms": percentiles([frame["inference_ms"] for frame in frames]),
+        }
+    return {
+        "frames": sum(m["frames_described"] for m in modalities.values()),
+        "regions": sum(m["regions_described"] for m in modalities.values()),
+        "drops": sum(m["frames_dropped"] for m in modalities.values()),
+        "accuracy": {modality: m["accuracy"].get("exact_match") for modality, m in modalities.items()},
+        "latency_ms": percentiles(latencies),
+        "modalities": modalities,
+        "describer_diagnostics": monitor.node_status,
+    }
+
+
+def summary_table(summary: dict) -> str:
+    lines = [f"{'modality':<18} {'frames':>6} {'described':>9} {'dropped':>7} {'regions':>7} {'exact':>6} "
+             f"{'size':>6} {'colour':>6} {'shape':>6}   latency p50 / p95"]
+    for modality, m in summary["modalities"].items():
+        acc = {k: "-" if m["accuracy"].get(k) is None else f'{m["accuracy"][k]:.3f}'
+               for k in ("exact_match", "size", "colour", "shape")}
+        lat = m["latency_ms"]
+        latency = "-" if lat["p50"] is None else f'{lat["p50"]:.0f} / {lat["p95"]:.0f} ms'
+        lines.append(f"{modality:<18} {m['frames_published']:>6} {m['frames_described']:>9} {m['frames_dropped']:>7} "
+                     f"{m['regions_described']:>7} {acc['exact_match']:>6} {acc['size']:>6} {acc['colour']:>6} "
+                     f"{acc['shape']:>6}   {latency}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    started = time.monotonic()
+    checkpoint, out = args.checkpoint, args.out
+    if not (checkpoint / "model.safetensors").is_file():
+        print(f"{PROG}: {checkpoint} holds no model.safetensors: train the default model with "
+              "'make train-default', or pass --checkpoint DIR", file=sys.stderr)
+        return 2
+    bundle = args.bundle or ROOT / "bundles" / checkpoint.resolve().name
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("annotated_*.png"), out / "run.mcap"]:
+        stale.unlink(missing_ok=True)
+    print(f"demo: checkpoint {checkpoint}, bundle {bundle}", flush=True)
+    try:
+        reused = prepare_bundle(checkpoint, bundle)
+    except subprocess.CalledProcessError as error:
+        print(f"{PROG}: exporting {checkpoint} failed (exit status {error.returncode}, see above)", file=sys.stderr)
+        return 1
+    print(f"demo: {'reused the bundle (same model sha256)' if reused else 'exported the bundle'} "
+          f"[{time.monotonic() - started:.1f} s]", flush=True)
+
+    config = yaml.safe_load(args.config.read_text())
+    params = out / "describe.yaml"
+    params.write_text(yaml.safe_dump({DESCRIBER: {"ros__parameters": {
+        **config.get(DESCRIBER, {}).get("ros__parameters", {}), "bundle": str(bundle)}}}))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    log_path = out / "bringup.log"
+    with open(log_path, "w") as log:
+        bringup = subprocess.Popen([sys.executable, "-m", "regionblip_ros.bringup", "--params", str(params)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    context = Context()
+    rclpy.init(args=[PROG, "--ros-args", "--params-file", str(args.config)], context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    monitor = DemoMonitor(out, context=context)
+    sim = SimulatedSensors(SyntheticScenes(), on_detection=monitor.add_detection, context=context)
+    recorder = None
+    try:
+        recorder = McapRecorder(monitor, out / "run.mcap", RECORDED)
+    except ImportError:
+        print("demo: mcap is not installed: no recording (pip install mcap mcap-ros2-support)", flush=True)
+    for node in (monitor, sim):
+        executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
+    spinner.start()
+    interrupted = False
+    try:
+        if not wait_for_describer(sim, monitor, bringup):
+            print(f"{PROG}: the region_describer did not come up; its log ({log_path}) ends:\n{log_tail(log_path)}",
+                  file=sys.stderr)
+            return 1
+        ready = time.monotonic()
+        print(f"demo: describer up [{ready - started:.1f} s]; camera {sim.value['camera_rate_hz']:g} Hz, LiDAR "
+              f"{sim.value['lidar_rate_hz']:g} Hz for {args.duration:g} s", flush=True)
+        sim.start()
+        while time.monotonic() - ready < args.duration and bringup.poll() is None:
+            time.sleep(0.1)
+        sim.stop()
+        if bringup.poll() is not None:
+            print(f"{PROG}: the region_describer stopped (exit status {bringup.returncode}); its log ({log_path}) "
+                  f"ends:\n{log_tail(log_path)}", file=sys.stderr)
+            return 1
+        drain(monitor)
+    except KeyboardInterrupt:
+        interrupted = True
+        sim.stop()
+    finally:
+        stop_process(bringup)
+        if recorder is not None:
+            recorder.close()
+        executor.shutdown()
+        spinner.join()
+        for node in (monitor, sim):
+            node.destroy_node()
+        context.try_shutdown()
+    published = {sensor: sum(1 for s, _ in monitor.detections if s == sensor) for sensor in MODALITY}
+    summary = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint / "model.safetensors"),
+               "bundle": str(bundle), "bundle_reused": reused, "duration_s": args.duration, "interrupted": interrupted,
+               "rates_hz": {CAMERA: sim.value["camera_rate_hz"], LIDAR: sim.value["lidar_rate_hz"]},
+               **summarize(monitor, sim, published), "annotated": monitor.annotated,
+               "recording": None if recorder is None else str(recorder.path),
+               "recorded_messages": None if recorder is None else recorder.messages,
+               "wall_s": round(time.monotonic() - started, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n" + summary_table(summary))
+    print(f"\ndemo: {summary['frames']} frames, {summary['regions']} regions described, {summary['drops']} frames "
+          f"dropped, in {summary['wall_s']} s. Wrote {out / 'summary.json'}, {len(monitor.annotated)} annotated "
+          f"PNGs{'' if recorder is None else f', {recorder.path} ({recorder.messages} messages)'}.")
+    return 130 if interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of sensor data (default 20)")
+    parser.add_argument("--checkpoint", type=Path, default=Path("models/default"),
+                        help="checkpoint directory (default models/default)")
+    parser.add_argument("--bundle", type=Path, help="bundle directory, reused while it holds this checkpoint "
+                        "(default bundles/<checkpoint directory name>)")
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "demo.yaml",
+                        help="node parameters of the describer and the simulated sensors (default config/demo.yaml)")
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error(f"--duration {args.duration:g}: give a positive number of seconds")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

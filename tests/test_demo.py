@@ -1,0 +1,150 @@
+"""python -m regionblip_ros.demo (make demo): a shortened run on the tiny checkpoint, the bundle cache, and,
+where the default model is trained, its accuracy end to end through the ROS node."""
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+
+from regionblip_ros import demo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "default"
+SHORT_S = 2.0
+
+
+def run_demo(checkpoint: Path, out: Path, bundle: Path, duration: float = SHORT_S) -> dict:
+    assert demo.main(["--duration", str(duration), "--checkpoint", str(checkpoint), "--out", str(out),
+                      "--bundle", str(bundle)]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def short_run(tiny_checkpoint, tmp_path_factory):
+    """A 2 s demo on the tiny random checkpoint: (summary, out directory, bundle directory)."""
+    root = tmp_path_factory.mktemp("demo")
+    summary = run_demo(tiny_checkpoint, root / "out", root / "bundle")
+    return summary, root / "out", root / "bundle"
+
+
+def test_a_short_demo_describes_frames_of_both_sensors(short_run):
+    summary, _, _ = short_run
+    assert summary["frames"] > 0 and summary["regions"] > 0
+    for modality in ("image_region", "pointcloud_region"):
+        counts = summary["modalities"][modality]
+        assert counts["frames_described"] > 0 and counts["regions_described"] >= counts["frames_described"]
+        assert counts["frames_published"] >= counts["frames_described"] + counts["frames_dropped"]
+    assert summary["bundle_reused"] is False  # the first run exported it
+
+
+def test_the_summary_scores_each_modality_by_attribute_exact_match(short_run):
+    summary, _, _ = short_run
+    accuracy = {modality: summary["modalities"][modality]["accuracy"] for modality in summary["accuracy"]}
+    assert set(accuracy["image_region"]) == {"exact_match", "size", "colour", "shape"}
+    assert set(accuracy["pointcloud_region"]) == {"exact_match", "size", "shape"}  # point regions have no colour
+    assert all(0.0 <= value <= 1.0 for scores in accuracy.values() for value in scores.values())
+    assert summary["accuracy"] == {modality: scores["exact_match"] for modality, scores in accuracy.items()}
+
+
+def test_the_summary_reports_latency_percentiles_and_drops(short_run):
+    summary, _, _ = short_run
+    assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+    assert summary["drops"] == sum(m["frames_dropped"] for m in summary["modalities"].values()) >= 0
+
+
+def test_annotated_camera_frames_are_written_as_pngs(short_run):
+    summary, out, _ = short_run
+    pngs = sorted(out.glob("annotated_*.png"))
+    assert pngs and [str(p) for p in pngs] == summary["annotated"]
+    drawn = np.asarray(Image.open(pngs[0]))
+    assert drawn.shape == (4 * 112, 4 * 112, 3)  # the 112 px camera frame, drawn 4x so the captions read
+
+
+def test_the_run_is_recorded_as_an_mcap_that_ros2_readers_decode(short_run):
+    pytest.importorskip("mcap_ros2", reason="mcap-ros2-support is not installed: the demo records nothing")
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    summary, out, _ = short_run
+    topics, description_ids = {}, set()
+    with open(out / "run.mcap", "rb") as file:
+        for _, channel, _, message in make_reader(file, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            topics[channel.topic] = topics.get(channel.topic, 0) + 1
+            if channel.topic == "/descriptions":
+                description_ids |= {d.id for d in message.descriptions}
+    assert {"/image", "/regions_2d", "/points", "/regions_3d", "/descriptions", "/markers"} <= set(topics)
+    assert sum(topics.values()) == summary["recorded_messages"]
+    assert any(i.startswith("c") for i in description_ids) and any(i.startswith("l") for i in description_ids)
+
+
+@pytest.fixture(scope="module")
+def second_run(short_run, tiny_checkpoint, tmp_path_factory):
+    """A 0.5 s demo on the same checkpoint and bundle, where exporting fails and mcap is not importable:
+    (summary, printed output, manifest mtime before the run)."""
+    _, _, bundle = short_run
+    manifest_mtime = (bundle / "manifest.json").stat().st_mtime_ns
+
+    def no_export(checkpoint, bundle):
+        raise AssertionError("the bundle of an unchanged checkpoint was exported again")
+
+    out = tmp_path_factory.mktemp("second") / "out"
+    with pytest.MonkeyPatch.context() as patch, capture_stdout() as printed:
+        patch.setattr(demo, "export_bundle", no_export)
+        patch.setitem(sys.modules, "mcap.writer", None)  # import mcap.writer raises ImportError
+        summary = run_demo(tiny_checkpoint, out, bundle, duration=0.5)
+    return summary, printed.getvalue(), manifest_mtime
+
+
+@contextlib.contextmanager
+def capture_stdout():
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
+
+
+def test_a_second_run_reuses_the_bundle_without_exporting(second_run, short_run):
+    summary, _, manifest_mtime = second_run
+    _, _, bundle = short_run
+    assert summary["bundle_reused"] is True
+    assert (bundle / "manifest.json").stat().st_mtime_ns == manifest_mtime
+
+
+def test_without_mcap_the_demo_says_so_and_records_nothing(second_run):
+    summary, printed, _ = second_run
+    assert "mcap is not installed: no recording" in printed
+    assert summary["recording"] is None and summary["frames"] > 0
+
+
+def test_the_bundle_is_exported_again_when_the_checkpoint_changes(short_run, tiny_checkpoint, tmp_path):
+    _, _, bundle = short_run
+    changed = Path(shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint"))
+    with open(changed / "model.safetensors", "ab") as weights:
+        weights.write(b" ")  # other bytes, other sha256
+    exports = []
+    assert demo.prepare_bundle(changed, bundle, export=lambda *args: exports.append(args)) is False
+    assert exports == [(changed, bundle)]
+    assert demo.prepare_bundle(tiny_checkpoint, bundle, export=lambda *args: exports.append(args)) is True
+
+
+def test_a_missing_checkpoint_says_how_to_get_one(tmp_path, capsys):
+    assert demo.main(["--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    assert "make train-default" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "model.safetensors").is_file(),
+                    reason="models/default/model.safetensors does not exist yet (make train-default writes it)")
+def test_the_default_model_describes_the_demo_scenes_as_accurately_as_training_requires(tmp_path):
+    summary = run_demo(DEFAULT_MODEL, tmp_path / "out", tmp_path / "bundle", duration=6.0)
+    assert summary["modalities"]["image_region"]["regions_described"] >= 50
+    assert summary["modalities"]["pointcloud_region"]["regions_described"] >= 20
+    assert summary["accuracy"]["image_region"] >= 0.95
+    assert summary["accuracy"]["pointcloud_region"] >= 0.90
