@@ -1,0 +1,190 @@
+"""Evaluate a checkpoint: generate a caption per held-out sample, score CIDEr / BLEU-4 / ROUGE-L (pycocoevalcap via
+training.metrics) and, on synthetic data, attribute exact match per modality.
+
+    python -m training.evaluate --ckpt models/default --data synthetic:image_region,pointcloud_region,pointcloud,image \
+        --num 200 --seed 1 --out runs/default/eval.json [--compare-image runs/default/blip2/final]
+
+Held-out samples come from the synthetic `eval` split (never seen in training: it has its own seeds), at indices
+drawn by --seed.
+--compare-image checks that the image modality of --ckpt and of another checkpoint (the stage-1 BLIP-2) give
+bit-identical logits and captions, as RegionBLIP's frozen image path must. Point clouds hold the checkpoint's
+object_num_points / scene_num_points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import MODALITIES, RegionBLIPConfig
+from .metrics import attribute_exact_match, caption_metrics
+from .modeling_regionblip import RegionBLIP
+from .tasks import collate, frame_inputs, make_dataset, tokenize_captions
+from .tokenizer import load_tokenizer
+from .trainer_config import DATA_SOURCES, TaskConfig
+
+EVAL_POOL = 1_000_000  # held-out indices are drawn from this range of the eval split
+CAPTION_METRICS = ("CIDEr", "Bleu_4", "ROUGE_L")
+
+
+def parse_data_spec(spec: str) -> tuple[str, list[str]]:
+    """'synthetic:image_region,pointcloud' -> ('synthetic', ['image_region', 'pointcloud'])."""
+    source, _, names = spec.partition(":")
+    if source not in DATA_SOURCES:
+        raise ValueError(f"--data {spec!r}: unknown source {source!r}; write {DATA_SOURCES[0]}:<modality>,... "
+                         f"with modalities from {list(MODALITIES)}")
+    modalities = [m.strip() for m in names.split(",") if m.strip()]
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if not modalities or unknown:
+        raise ValueError(f"--data {spec!r}: modalities must be a comma-separated subset of {list(MODALITIES)}"
+                         + (f", got unknown {unknown}" if unknown else ""))
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"--data {spec!r} names a modality twice")
+    return source, modalities
+
+
+def held_out_indices(num: int, seed: int) -> list[int]:
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(EVAL_POOL, size=num, replace=False))
+
+
+def eval_dataset(source: str, modality: str, image_size: int, model_config: RegionBLIPConfig):
+    return make_dataset(TaskConfig(modality=modality, data=source, length=EVAL_POOL, image_size=image_size), "eval",
+                        model_config)
+
+
+def generate_captions(model: RegionBLIP, tokenizer, modality: str, samples: list, *, batch_size: int,
+                      generation: dict, progress: bool = False) -> list[str]:
+    texts = []
+    starts = range(0, len(samples), batch_size)
+    for start in tqdm(starts, desc=f"generate {modality}", disable=not progress, leave=False):
+        batch = collate(samples[start:start + batch_size], model.config.image_size)
+        token_ids = model.generate(modality, **frame_inputs(batch), **generation).token_ids
+        texts += [t.strip() for t in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+    return texts
+
+
+def score(modality: str, predictions: list[str], samples: list) -> dict:
+    references = {i: [s.caption] for i, s in enumerate(samples)}
+    # pycocoevalcap's tokenizers drop empty strings unevenly; an empty prediction scores as a lone '.'
+    captions = caption_metrics({i: p or "." for i, p in enumerate(predictions)}, references, meteor=False,
+                               spice=False)
+    exact = attribute_exact_match(predictions, [s.attributes for s in samples], modality)
+    return {**{k.removeprefix(f"{modality}/"): v for k, v in exact.items()},
+            **{k: captions[k] for k in CAPTION_METRICS}}
+
+
+@torch.no_grad()
+def compare_image_outputs(model: RegionBLIP, other: RegionBLIP, tokenizer, samples: list, *, batch_size: int,
+                          generation: dict) -> dict:
+    """Whether two checkpoints' image modality agrees bit for bit: LM logits on the reference captions and the
+    generated token ids."""
+    same_logits = same_tokens = True
+    for start in range(0, len(samples), batch_size):
+        batch = collate(samples[start:start + batch_size], model.config.image_size)
+        text = tokenize_captions(batch["captions"], tokenizer)
+        a, b = (m("image", **text, **frame_inputs(batch)).logits for m in (model, other))
+        same_logits &= torch.equal(a, b)
+        ta, tb = (m.generate("image", **frame_inputs(batch), **generation).token_ids for m in (model, other))
+        same_tokens &= ta.shape == tb.shape and torch.equal(ta, tb)
+    return {"num": len(samples), "identical_logits": bool(same_logits), "identical_tokens": bool(same_tokens)}
+
+
+def load_checkpoint_dir(directory: str | Path) -> tuple[RegionBLIP, object]:
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"{directory} is not a RegionBLIP checkpoint (no config.json): pass the directory that "
+                         "training.train wrote, e.g. models/default or runs/default/regionblip/final")
+    try:
+        return RegionBLIP.from_pretrained(directory), load_tokenizer(directory)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as error:  # safetensors reports a damaged file with its own exception type
+        raise ValueError(f"cannot load {directory}: {error}; re-run training or copy the checkpoint again") from error
+
+
+def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int, num_beams: int = 5, max_new_tokens: int = 40,
+             min_new_tokens: int = 1, batch_size: int = 32, image_size: int = 112,
+             compare_image: str | Path | None = None, examples: int = 5, progress: bool = False) -> dict:
+    if num < 1 or num > EVAL_POOL:
+        raise ValueError(f"--num must be in [1, {EVAL_POOL}], got {num}")
+    if num_beams < 1 or batch_size < 1:
+        raise ValueError("--beams and --batch-size must be at least 1")
+    source, modalities = parse_data_spec(data)
+    model, tokenizer = load_checkpoint_dir(ckpt)
+    other = load_checkpoint_dir(compare_image)[0] if compare_image is not None else None
+    generation = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+    indices = held_out_indices(num, seed)
+    started = time.perf_counter()
+    results = {"checkpoint": str(ckpt), "data": data, "num": num, "seed": seed, "generation": generation,
+               "modalities": {}}
+    for modality in modalities:
+        dataset = eval_dataset(source, modality, image_size, model.config)
+        samples = [dataset[i] for i in indices]
+        predictions = generate_captions(model, tokenizer, modality, samples, batch_size=batch_size,
+                                        generation=generation, progress=progress)
+        results["modalities"][modality] = {
+            **score(modality, predictions, samples),
+            "examples": [{"prediction": p, "reference": s.caption} for p, s in zip(predictions, samples)][:examples],
+        }
+    if other is not None:
+        samples = [eval_dataset(source, "image", image_size, model.config)[i] for i in indices]
+        results["image_identity"] = {"other": str(compare_image), **compare_image_outputs(
+            model, other, tokenizer, samples, batch_size=batch_size, generation=generation)}
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def summary(results: dict) -> str:
+    lines = [f"{'modality':<18} {'exact':>7} {'CIDEr':>7} {'BLEU-4':>7} {'ROUGE-L':>7}"]
+    for modality, r in results["modalities"].items():
+        lines.append(f"{modality:<18} {r['exact_match']:>7.3f} {r['CIDEr']:>7.3f} {r['Bleu_4']:>7.3f} "
+                     f"{r['ROUGE_L']:>7.3f}")
+    if "image_identity" in results:
+        i = results["image_identity"]
+        lines.append(f"image vs {i['other']}: identical logits {i['identical_logits']}, "
+                     f"identical captions {i['identical_tokens']} ({i['num']} images)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True, help="checkpoint directory (config.json, model.safetensors, "
+                                                      "tokenizer.json)")
+    parser.add_argument("--data", required=True, help="SOURCE:MODALITY[,MODALITY...], e.g. synthetic:image,pointcloud")
+    parser.add_argument("--num", type=int, default=100, help="held-out samples per modality")
+    parser.add_argument("--seed", type=int, default=0, help="which held-out samples")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON to write")
+    parser.add_argument("--beams", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--min-new-tokens", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=112, help="synthetic images are drawn at this size")
+    parser.add_argument("--compare-image", default=None, metavar="DIR",
+                        help="another checkpoint whose image modality must match bit for bit (stage 1)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        results = evaluate(args.ckpt, args.data, num=args.num, seed=args.seed, num_beams=args.beams,
+                           max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                           batch_size=args.batch_size, image_size=args.image_size,
+                           compare_image=args.compare_image, progress=True)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"training.evaluate: error: {error}".replace("\n", " "), file=sys.stderr)
+        return 2
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Training tasks: a dataset of one modality, read in a fixed order, turned into the model's keyword arguments.
+
+The order is a pure function of (seed, task, epoch): batch n of a task on rank r of W holds the samples at positions
+n*B*W + r*B ... + B-1 of the concatenated per-epoch permutations. So the data position of a run is just the number of
+batches each task has contributed, and W processes read disjoint samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import REGION_MODALITIES, RegionBLIPConfig
+from .data import SyntheticImageDataset, SyntheticPointDataset, collate_images, collate_points
+from .trainer_config import TaskConfig
+
+
+class SyntheticCaptions:
+    """Caption text of all four synthetic modalities, interleaved (item i: modality i % 4), for the `text` task:
+    language modelling on the captions alone, the small LLM's stand-in for OPT's text pre-training."""
+
+    modality = "text"
+
+    def __init__(self, split: str, length: int, max_objects: int):
+        self.length = length
+        self.sources = [SyntheticImageDataset("image", split, length, max_objects=max_objects),
+                        SyntheticImageDataset("image_region", split, length, max_objects=max_objects),
+                        SyntheticPointDataset("pointcloud", split, length, max_objects=max_objects),
+                        SyntheticPointDataset("pointcloud_region", split, length, max_objects=max_objects)]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> str:
+        return self.sources[index % 4].caption(index // 4)
+
+
+def make_dataset(task: TaskConfig, split: str, model_config: RegionBLIPConfig):
+    """Point clouds get the model's point counts (object_num_points, scene_num_points), which the runtime uses too."""
+    if task.data != "synthetic":
+        raise ValueError(f"data source {task.data!r} is not supported by the trainer: use 'synthetic'")
+    if task.modality == "text":
+        return SyntheticCaptions(split, task.length, task.max_objects)
+    if task.modality in ("image", "image_region"):
+        return SyntheticImageDataset(task.modality, split=split, length=task.length, image_size=task.image_size,
+                                     max_objects=task.max_objects)
+    num_points = model_config.object_num_points if task.modality == "pointcloud" else model_config.scene_num_points
+    return SyntheticPointDataset(task.modality, split=split, length=task.length, num_points=num_points,
+                                 max_objects=task.max_objects)
+
+
+def collate(samples: list, image_size: int) -> dict:
+    """Samples of one modality -> collated tensors (see data.batching), boxes under 'boxes' for every region kind."""
+    if samples and hasattr(samples[0], "image"):
+        return collate_images(samples, image_size)
+    batch = collate_points(samples)
+    if "corners" in batch:
+        batch["boxes"] = batch.pop("corners")
+    return batch
+
+
+def frame_inputs(batch: dict) -> dict:
+    """The collated batch's model inputs other than text: pixel_values or points, and boxes for regions."""
+    inputs = {key: batch[key] for key in ("pixel_values", "points") if key in batch}
+    if batch["modality"] in REGION_MODALITIES:
+        inputs["boxes"] = batch["boxes"]
+    return inputs
+
+
+def tokenize_captions(captions: list[str], tokenizer) -> dict:
+    """BOS + caption + "\\n", right-padded: the LM targets of the release (labels are -100 on padding)."""
+    encoded = tokenizer([c + "\n" for c in captions], padding=True, return_tensors="pt")
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def model_inputs(batch: dict, tokenizer) -> dict:
+    """Keyword arguments for RegionBLIP.forward."""
+    return {"modality": batch["modality"], **tokenize_captions(batch["captions"], tokenizer), **frame_inputs(batch)}
+
+
+class TaskStream:
+    """Batch n of one task for one rank, recomputable at any time (what makes resuming exact)."""
+
+    def __init__(self, task: TaskConfig, task_index: int, *, seed: int, batch_size: int, model_config: RegionBLIPConfig,
+                 rank: int = 0, world_size: int = 1):
+        self.task, self.task_index = task, task_index
+        self.dataset = make_dataset(task, "train", model_config)
+        self.seed, self.batch_size, self.image_size = seed, batch_size, model_config.image_size
+        self.rank, self.world_size = rank, world_size
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, self.task_index, epoch])
+                            .permutation(len(self.dataset))}
+        return self._orders[epoch]
+
+    def indices(self, n: int) -> list[int]:
+        start = (n * self.world_size + self.rank) * self.batch_size
+        length = len(self.dataset)
+        return [int(self._order(p // length)[p % length]) for p in range(start, start + self.batch_size)]
+
+    def batch(self, n: int, tokenizer) -> dict:
+        if self.task.modality == "text":
+            return {"modality": "text", **tokenize_captions([self.dataset[i] for i in self.indices(n)], tokenizer)}
+        collated = collate([self.dataset[i] for i in self.indices(n)], self.image_size)
+        return model_inputs(collated, tokenizer)
+
+
+def to_device(inputs: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}

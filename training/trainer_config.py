@@ -1,0 +1,179 @@
+"""The training recipe as read from YAML (config/train_*.yaml): model size, tokenizer, and the stages in order.
+
+A stage is one run of the optimizer over one trainable set (`RegionBLIP.freeze_for`): "blip2" trains the BLIP-2
+image path on whole-image captioning, "regionblip" freezes it and trains the RegionBLIP parts. Each stage interleaves
+its tasks (a dataset + modality) step by step. Every field is checked here, so a typo fails before any training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import MODALITIES, RegionBLIPConfig
+
+STAGE_KINDS = ("blip2", "regionblip")
+DATA_SOURCES = ("synthetic",)
+AMP_MODES = (None, "bf16")
+# "text": language modelling on caption text alone (the LLM's pre-training, which OPT brings in BLIP-2)
+TASK_MODALITIES = (*MODALITIES, "text")
+
+
+class TrainConfigError(ValueError):
+    """The training YAML is malformed; the message names the field and what is expected."""
+
+
+@dataclass
+class TaskConfig:
+    modality: str  # one of the model's modalities, or "text"
+    name: str | None = None  # in metrics and progress; defaults to the modality (name tasks that share one)
+    data: str = "synthetic"
+    weight: int = 1  # batches of this task per cycle of the stage's task schedule
+    length: int = 100_000  # dataset size (synthetic: samples are generated from (split, modality, index))
+    image_size: int = 112  # synthetic images are drawn at this size, then resized to the model's
+    max_objects: int = 5
+
+
+@dataclass
+class StageConfig:
+    name: str
+    kind: str  # "blip2" | "regionblip": the trainable set
+    tasks: list[TaskConfig]
+    steps: int
+    batch_size: int = 32  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step (each from the next task of the schedule)
+    lr: float = 1e-4
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad_norm: float | None = 1.0
+    amp: str | None = None  # autocast dtype; on CPU bf16 was measured slower for these sizes, so off by default
+    train_vision: bool = False  # blip2 only: BLIP-2 freezes a pretrained ViT; a random one must learn
+    train_point_encoder: bool = False  # regionblip only: Point-BERT is frozen pretrained in the release
+    # regionblip only: modalities whose query tokens and LLM projection (and, for point modalities, the point Q-Former)
+    # start as copies of the trained image path; the others start fresh
+    init_from_image: list[str] = field(default_factory=list)
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class TrainConfig:
+    model: RegionBLIPConfig
+    stages: list[StageConfig]
+    output_dir: Path
+    seed: int = 0
+    threads: int | None = 2
+    tokenizer: str = "default"  # "default" (trained on the synthetic captions) or a directory with tokenizer.json
+    export_dir: Path | None = None  # the last stage's final model is copied here
+
+
+def _build(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise TrainConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise TrainConfigError(f"{where} has unknown keys {unknown}: known keys are {sorted(fields)}")
+    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TrainConfigError(f"{where} needs {missing}")
+    return cls(**values)
+
+
+def model_config(values: dict) -> RegionBLIPConfig:
+    """`{preset: name, overrides: {...}}`: nested dicts (vision/qformer/text) are merged key by key."""
+    values = dict(values or {})
+    preset = values.pop("preset", "tiny")
+    overrides = values.pop("overrides", {}) or {}
+    if values:
+        raise TrainConfigError(f"model has unknown keys {sorted(values)}: use preset and overrides")
+    merged = RegionBLIPConfig.preset(preset).to_dict()
+    for key, value in overrides.items():
+        if key not in merged:
+            raise TrainConfigError(f"model.overrides.{key} is not a RegionBLIPConfig field: known {sorted(merged)}")
+        merged[key] = {**merged[key], **value} if isinstance(merged[key], dict) else value
+    try:
+        return RegionBLIPConfig.from_dict(merged)
+    except (TypeError, ValueError) as error:
+        raise TrainConfigError(f"model: {error}") from error
+
+
+def _stage(values: dict, index: int) -> StageConfig:
+    where = f"stages[{index}]"
+    values = dict(values)
+    tasks = values.pop("tasks", None)
+    if not tasks:
+        raise TrainConfigError(f"{where} needs a non-empty tasks list (each {{modality: ..., data: synthetic}})")
+    values["tasks"] = [_build(TaskConfig, t, f"{where}.tasks[{i}]") for i, t in enumerate(tasks)]
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    stage = _build(StageConfig, values, where)
+    if stage.kind not in STAGE_KINDS:
+        raise TrainConfigError(f"{where}.kind is {stage.kind!r}: expected one of {list(STAGE_KINDS)}")
+    if stage.amp not in AMP_MODES:
+        raise TrainConfigError(f"{where}.amp is {stage.amp!r}: expected null or bf16 (fp16 would need a loss scaler)")
+    for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints"):
+        if not isinstance(getattr(stage, name), int) or getattr(stage, name) < 1:
+            raise TrainConfigError(f"{where}.{name} must be a positive integer, got {getattr(stage, name)!r}")
+    if stage.kind == "regionblip" and stage.train_vision:
+        raise TrainConfigError(f"{where}: train_vision in a regionblip stage would change the frozen image path")
+    if stage.kind == "blip2" and (stage.train_point_encoder or stage.init_from_image):
+        raise TrainConfigError(f"{where}: train_point_encoder and init_from_image belong to a regionblip stage")
+    if not isinstance(stage.init_from_image, list) or not set(stage.init_from_image) <= set(MODALITIES[1:]):
+        raise TrainConfigError(f"{where}.init_from_image must list modalities from {list(MODALITIES[1:])}, got "
+                               f"{stage.init_from_image!r}")
+    for i, task in enumerate(stage.tasks):
+        task.name = task.name or task.modality
+        if task.modality not in TASK_MODALITIES:
+            raise TrainConfigError(f"{where}.tasks[{i}].modality is {task.modality!r}: expected one of "
+                                   f"{list(TASK_MODALITIES)}")
+        if task.data not in DATA_SOURCES:
+            raise TrainConfigError(f"{where}.tasks[{i}].data is {task.data!r}: this trainer reads "
+                                   f"{list(DATA_SOURCES)} data")
+        if stage.kind == "blip2" and task.modality not in ("image", "text"):
+            raise TrainConfigError(f"{where}: a blip2 stage trains the image modality (and text), not "
+                                   f"{task.modality!r}")
+        if stage.kind == "regionblip" and task.modality in ("image", "text"):
+            raise TrainConfigError(f"{where}: the image path and the LLM are frozen in a regionblip stage; train "
+                                   f"{task.modality!r} in blip2")
+        if not isinstance(task.weight, int) or task.weight < 1 or task.length < 1:
+            raise TrainConfigError(f"{where}.tasks[{i}]: weight and length must be positive integers")
+    names = [t.name for t in stage.tasks]
+    if len(set(names)) != len(names):
+        raise TrainConfigError(f"{where}: task names {names} repeat; give tasks of one modality distinct names")
+    return stage
+
+
+def parse_train_config(values: dict, base_dir: Path = Path(".")) -> TrainConfig:
+    values = dict(values or {})
+    if not values.get("stages"):
+        raise TrainConfigError("the training config needs a non-empty 'stages' list")
+    if "output_dir" not in values:
+        raise TrainConfigError("the training config needs output_dir (where checkpoints and metrics go)")
+    values["model"] = model_config(values.get("model"))
+    values["stages"] = [_stage(s, i) for i, s in enumerate(values["stages"])]
+    names = [s.name for s in values["stages"]]
+    if len(set(names)) != len(names):
+        raise TrainConfigError(f"stage names must be unique, got {names}")
+    values["output_dir"] = base_dir / values["output_dir"]
+    if values.get("export_dir") is not None:
+        values["export_dir"] = base_dir / values["export_dir"]
+    return _build(TrainConfig, values, "the training config")
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise TrainConfigError(f"training config {path} not found: pass --config config/train_default.yaml")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise TrainConfigError(f"{path} is not valid YAML: {error}") from error
+    return parse_train_config(values)
