@@ -92,10 +92,12 @@ class RegionBLIPConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+# Blip2VisionConfig's initializer_range (1e-10) assumes pretrained weights: a ViT trained from scratch
+# from it never leaves zero, so the small presets use the usual 0.02.
 def _tiny() -> RegionBLIPConfig:
     return RegionBLIPConfig(
         vision=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                    num_hidden_layers=2, num_attention_heads=2),
+                    num_hidden_layers=2, num_attention_heads=2, initializer_range=0.02),
         qformer=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                      encoder_hidden_size=32),
         text=dict(vocab_size=128, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_hidden_layers=2,
@@ -111,7 +113,7 @@ def _tiny() -> RegionBLIPConfig:
 def _bench() -> RegionBLIPConfig:
     return RegionBLIPConfig(
         vision=dict(image_size=224, patch_size=14, hidden_size=384, intermediate_size=1536,
-                    num_hidden_layers=4, num_attention_heads=6),
+                    num_hidden_layers=4, num_attention_heads=6, initializer_range=0.02),
         qformer=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
                      encoder_hidden_size=384),
         text=dict(vocab_size=50272, hidden_size=512, word_embed_proj_dim=512, ffn_dim=2048, num_hidden_layers=3,
