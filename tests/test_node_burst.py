@@ -1,7 +1,7 @@
 """A 30 Hz camera burst for 20 s into a node whose describer takes 80 ms a frame: it drops, it does not queue.
 
 The describer can do at most 12 of the 30 frames a second. The node must keep only the newest job: the last
-frame is described about as fast as any other, latency does not creep up, each region array the node
+frames are described about as fast as any other, latency does not creep up, each region array the node
 received is described, dropped or unmatched, and memory stops growing once the frame buffer is full. The
 burst runs once per module; each test checks one of these on its record.
 
@@ -16,6 +16,9 @@ The last tests run python -m regionblip_ros.bench, which measures the node's lat
 """
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,16 +31,12 @@ import pytest
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from regionblip_msgs.msg import Region2DArray, RegionDescriptionArray  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
 
 from describer_double import DescriberDouble  # noqa: E402
-from node_rig import QOS, TIMEOUT_S, boxes, header, wait_for  # noqa: E402
-from regionblip_ros.conversions import numpy_to_image  # noqa: E402
+from node_rig import TIMEOUT_S  # noqa: E402
 from regionblip_ros.describer_node import EXECUTOR_THREADS, RegionDescriber  # noqa: E402
-from regionblip_ros.sync import stamp_to_ns  # noqa: E402
 
 RATE_HZ = 30.0
 BURST_S = 20.0
@@ -45,6 +44,7 @@ FRAMES = round(RATE_HZ * BURST_S)
 DESCRIBE_S = 0.08      # per frame: the node can describe at most 1 / 0.08 = 12 of the 30 frames a second
 FRAME_BUFFER = 30      # the node's default: one second of frames
 RSS_SAMPLE_S = 0.5
+LAST_FRAMES = 5
 RSS_GROWTH_MB = 20.0   # over the second half; keeping every frame would grow by 30 x 230 kB = 7 MB a second
 MAX_LOST = 0.2         # region arrays or images lost on the way while a loaded machine starves this process
                        # (7 % seen at load 5 on 2 cores); callbacks that waited for the describer would lose 60 %
@@ -78,75 +78,53 @@ def rss_mb() -> float:
     raise RuntimeError("/proc/self/status has no VmRSS line: this test needs Linux")
 
 
-def sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-
-
 class BurstRig:
-    """The node spun as its entry point spins it, and a source node on an executor of its own that publishes
-    frames and regions and times the descriptions; nothing else (no annotated image or marker subscribers)."""
+    """The node spun as its entry point spins it, in this process; the camera and detector run in another
+    (tests/burst_source.py), as on a robot, so the burst's publisher never competes with the node for the GIL."""
 
     def __init__(self, context, describer, **parameters):
-        namespace = "/t_" + uuid.uuid4().hex[:10]
-        self.node = RegionDescriber(describer=describer, context=context, namespace=namespace,
+        self.namespace = "/t_" + uuid.uuid4().hex[:10]
+        self.node = RegionDescriber(describer=describer, context=context, namespace=self.namespace,
                                     parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        self.source = rclpy.create_node("burst_source", context=context, namespace=namespace)
-        self.image_pub = self.source.create_publisher(Image, "image", QOS)
-        self.regions_pub = self.source.create_publisher(Region2DArray, "regions_2d", QOS)
-        self.described: list[tuple[int, float]] = []  # (stamp, received), in arrival order
-        self.source.create_subscription(RegionDescriptionArray, "descriptions", self._on_descriptions, QOS)
-        self.executors = [MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=context),
-                          SingleThreadedExecutor(context=context)]
-        self.executors[0].add_node(self.node)
-        self.executors[1].add_node(self.source)
-        self.spinners = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
-        for spinner in self.spinners:
-            spinner.start()
-        assert wait_for(lambda: self.image_pub.get_subscription_count() and self.regions_pub.get_subscription_count()
-                        and self.node.descriptions_pub.get_subscription_count()), "the burst topics never matched"
-
-    def _on_descriptions(self, msg: RegionDescriptionArray) -> None:
-        self.described.append((stamp_to_ns(msg.header.stamp), time.monotonic()))
+        self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=context)
+        self.executor.add_node(self.node)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
 
     def close(self) -> None:
-        for executor, spinner in zip(self.executors, self.spinners):
-            executor.shutdown()
-            spinner.join(TIMEOUT_S)
+        self.executor.shutdown()
+        self.spinner.join(TIMEOUT_S)
         self.node.destroy_node()
-        self.source.destroy_node()
 
 
 def run_burst(rig: BurstRig, describer: DescriberDouble) -> Burst:
-    """Publish FRAMES images at RATE_HZ and each one's regions with the next image, as a detector running at
-    the camera's rate would; then wait until the node has finished and its last descriptions have arrived."""
+    """Run the source process (FRAMES images at RATE_HZ, each one's regions with the next image, as a detector
+    running at the camera's rate would), sample this process's memory meanwhile, then read both sides' records."""
     burst = Burst()
-    image = numpy_to_image(np.full((240, 320, 3), 128, np.uint8), "rgb8")
-    regions = boxes((10, 10, 60, 40), (100, 80, 50, 90), (200, 20, 80, 80))
-    start = time.monotonic()
-    for k in range(FRAMES + 1):
-        sleep_until(start + k / RATE_HZ)
-        if k < FRAMES:
-            image.header = header(FIRST_SEC + k // 30, k % 30 * 33_333_333)
-            burst.stamps.append(stamp_to_ns(image.header.stamp))
-            burst.published_at[burst.stamps[-1]] = time.monotonic()
-            rig.image_pub.publish(image)
-        if k > 0:
-            rig.regions_pub.publish(Region2DArray(header=previous, regions=regions))
-        previous = image.header
-
-        elapsed = time.monotonic() - start
-        if not burst.rss_mb or elapsed - burst.rss_mb[-1][0] >= RSS_SAMPLE_S:
-            burst.rss_mb.append((elapsed, rss_mb()))
+    source = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("burst_source.py")), rig.namespace, str(RATE_HZ),
+         str(FRAMES), str(FIRST_SEC)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])})
+    sampled_from = time.monotonic()
+    while source.poll() is None:
+        burst.rss_mb.append((time.monotonic() - sampled_from, rss_mb()))
+        time.sleep(RSS_SAMPLE_S)
+    out, err = source.communicate()
+    assert source.returncode == 0, f"the burst source failed: {err[-2000:]}"
+    record = json.loads(out)
+    # Memory is judged over the burst itself, not the source's start-up and drain.
+    burst_end = record["start"] + BURST_S
+    burst.rss_mb = [(t - (record["start"] - sampled_from), mb) for t, mb in burst.rss_mb
+                    if record["start"] - sampled_from <= t <= burst_end - sampled_from]
+    burst.stamps = record["stamps"]
+    burst.published_at = {stamp: at for stamp, at in record["published_at"]}
+    burst.described = [tuple(d) for d in record["described"]]
 
     node = rig.node
-    wait_for(lambda: node.stats.counts().get("regions_2d", 0) == FRAMES, timeout_s=2.0)  # lost ones never arrive
     assert node.worker.wait_idle(5.0), "the worker was still busy 5 s after the burst"
-    assert wait_for(lambda: len(rig.described) == sum(node.worker.processed().values()), timeout_s=5.0), \
+    assert len(burst.described) == sum(node.worker.processed().values()), \
         "some descriptions the node published never arrived"
-
-    burst.described = list(rig.described)
     burst.received = node.stats.counts().get("regions_2d", 0)
     burst.dropped = node.worker.dropped().get("camera", 0)
     burst.problems = node.bad_inputs.counts()
@@ -168,11 +146,14 @@ def burst():
         context.try_shutdown()
 
 
-def test_the_last_frame_is_described_within_twice_the_median_latency(burst):
+def test_the_last_frames_are_described_within_twice_the_median_latency(burst):
+    # The last LAST_FRAMES, not the single last one: a backlog slows every late frame, while one region array
+    # that the reliable transport had to resend (seen: one 300 ms outlier in three runs) slows one frame only.
     latencies = burst.latencies_s()
-    median = float(np.median(latencies))
-    assert latencies[-1] < 2 * median, (
-        f"the last frame took {latencies[-1] * 1e3:.0f} ms, the median {median * 1e3:.0f} ms: frames queue up")
+    median, last = float(np.median(latencies)), float(np.median(latencies[-LAST_FRAMES:]))
+    assert last < 2 * median, (
+        f"the last {LAST_FRAMES} frames took {last * 1e3:.0f} ms (median), all frames {median * 1e3:.0f} ms: "
+        f"frames queue up ({[round(t * 1e3) for t in latencies[-LAST_FRAMES:]]} ms)")
 
 
 def test_latency_does_not_creep_up_during_the_burst(burst):
