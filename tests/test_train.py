@@ -191,3 +191,21 @@ def test_cli_reports_bad_input_on_one_line_and_exits_non_zero(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("stages: [\n")
     assert train.main(["--config", str(tmp_path / "bad.yaml")]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_a_run_can_start_from_a_saved_checkpoint_and_keeps_its_frozen_blip2_path(tmp_path):
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    start = write_tiny_checkpoint(tmp_path / "start")
+    recipe = tiny_recipe(tmp_path / "run", steps=2, checkpoint_every=2)
+    recipe.pop("model")
+    recipe.update(init_checkpoint=str(start), stages=[s for s in recipe["stages"] if s["kind"] == "regionblip"])
+    final = run(recipe)
+    before, after = load_file(start / "model.safetensors"), load_file(final / "model.safetensors")
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith("vision_model."))
+    assert any(not torch.equal(before[name], after[name]) for name in before if "image_region" in name)
+
+
+def test_init_checkpoint_and_model_together_are_rejected(tmp_path):
+    with pytest.raises(TrainConfigError, match="either model .* or init_checkpoint"):
+        parse_train_config({**tiny_recipe(tmp_path), "init_checkpoint": str(tmp_path)})

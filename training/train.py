@@ -51,9 +51,9 @@ def load_recipe_tokenizer(config: TrainConfig):
 
 def _stage_start(config: TrainConfig, index: int, previous: Path | None) -> RegionBLIP:
     torch.manual_seed(config.seed)
-    if previous is None:
+    if previous is None and config.init_checkpoint is None:
         return RegionBLIP(config.model)
-    model = RegionBLIP.from_pretrained(previous)
+    model = RegionBLIP.from_pretrained(previous or config.init_checkpoint)
     init_from_image(model, config.stages[index].init_from_image)
     return model
 

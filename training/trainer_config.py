@@ -71,6 +71,9 @@ class TrainConfig:
     threads: int | None = 2
     tokenizer: str = "default"  # "default" (trained on the synthetic captions) or a directory with tokenizer.json
     export_dir: Path | None = None  # the last stage's final model is copied here
+    # The first stage starts from this checkpoint (e.g. RegionBLIP.from_blip2(...).save_pretrained(dir, tokenizer))
+    # instead of a random model; its config.json is the model config and, unless given, its tokenizer is used.
+    init_checkpoint: Path | None = None
 
 
 def _build(cls, values, where: str):
@@ -157,7 +160,20 @@ def parse_train_config(values: dict, base_dir: Path = Path(".")) -> TrainConfig:
         raise TrainConfigError("the training config needs a non-empty 'stages' list")
     if "output_dir" not in values:
         raise TrainConfigError("the training config needs output_dir (where checkpoints and metrics go)")
-    values["model"] = model_config(values.get("model"))
+    if values.get("init_checkpoint") is not None:
+        init = base_dir / values["init_checkpoint"]
+        if "model" in values:
+            raise TrainConfigError("give either model (a preset to start from) or init_checkpoint, not both: "
+                                   "a checkpoint brings its own model config")
+        if not (init / "config.json").is_file():
+            raise TrainConfigError(f"init_checkpoint {init} has no config.json: pass a directory written by "
+                                   "save_pretrained")
+        values["init_checkpoint"] = init
+        values["model"] = RegionBLIPConfig.load(init / "config.json")
+        if values.get("tokenizer", "default") == "default":
+            values["tokenizer"] = str(init)
+    else:
+        values["model"] = model_config(values.get("model"))
     values["stages"] = [_stage(s, i) for i, s in enumerate(values["stages"])]
     names = [s.name for s in values["stages"]]
     if len(set(names)) != len(names):
