@@ -20,7 +20,7 @@ from export.onnx import format_table as onnx_table
 from export.trt_build import TIMING_CACHE, Toolchain, build_engines, format_table, tensorrt_toolchain
 from export.trt_profiles import Limits, derive_profiles
 from runtime.bundle import BundleError, load_bundle
-from runtime.tensorrt_runner import ENGINES_DIR
+from runtime.tensorrt_runner import ENGINES_DIR, tensorrt_unavailable
 
 
 class ToolchainUnavailable(RuntimeError):
@@ -28,16 +28,9 @@ class ToolchainUnavailable(RuntimeError):
 
 
 def open_toolchain(device: str) -> Toolchain:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as error:
-        raise ToolchainUnavailable("TensorRT is not installed (pip install tensorrt from NVIDIA's index on the "
-                                   "GPU machine)") from error
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ToolchainUnavailable("no CUDA GPU is visible to torch (torch.cuda.is_available() is False): build "
-                                   "engines on the GPU that will run them, with a CUDA build of torch")
+    reason = tensorrt_unavailable()
+    if reason:
+        raise ToolchainUnavailable(reason)
     return tensorrt_toolchain(device)
 
 

@@ -18,6 +18,7 @@ from runtime import preprocess
 from runtime.bundle import Bundle, load_bundle
 from runtime.decoding import Decoded, GenerationSettings
 from runtime.description import Description
+from runtime.modalities import MODALITIES
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
@@ -68,7 +69,6 @@ class Describer:
                                       pad_token_id=text.pad_token_id)
         preprocessing = {"image_size": config.image_size, "object_num_points": config.object_num_points,
                          "scene_num_points": config.scene_num_points}
-        from training.config import MODALITIES
         return cls(engine, directory / "tokenizer.json", settings, preprocessing, list(MODALITIES))
 
     @classmethod

@@ -9,9 +9,8 @@ import numpy as np
 
 from runtime.bundle import Bundle
 from runtime.decoding import Decoded, GenerationSettings, decode
+from runtime.modalities import POINT_MODALITIES, REGION_MODALITIES
 
-POINT_MODALITIES = ("pointcloud", "pointcloud_region")
-REGION_MODALITIES = ("image_region", "pointcloud_region")
 
 
 class LanguageModelGraph:

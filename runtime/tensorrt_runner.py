@@ -21,6 +21,20 @@ ENGINES_MANIFEST = "engines.json"
 ENGINES_FORMAT = 1
 
 
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT engines cannot be built or run on this machine, or None when they can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed (pip install tensorrt from NVIDIA's index on the GPU machine)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return ("no CUDA GPU is visible to torch (torch.cuda.is_available() is False): build and run engines on "
+                "the GPU that will run them, with a CUDA build of torch")
+    return None
+
+
 def engine_key(machine: dict, precision: str, profile: dict, onnx_sha256: str) -> str:
     """The cache key of one engine: what TensorRT compiles for, and what it compiles.
 
@@ -148,16 +162,9 @@ class TensorRTRunner:
         if not str(device).startswith("cuda"):
             raise ValueError(f"device {device!r} is not supported by the tensorrt backend: TensorRT runs on a "
                              "CUDA GPU, use device 'cuda' (or backend 'onnxruntime' on CPU)")
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError as error:
-            raise ValueError("backend 'tensorrt' needs the TensorRT Python package (pip install tensorrt from "
-                             "NVIDIA's index on the GPU machine), or use backend 'onnxruntime'") from error
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("backend 'tensorrt' needs a CUDA GPU visible to torch (torch.cuda.is_available() "
-                             "is False): install a CUDA build of torch, or use backend 'onnxruntime'")
+        reason = tensorrt_unavailable()
+        if reason:
+            raise ValueError(f"backend 'tensorrt' cannot run here: {reason}; or use backend 'onnxruntime'")
         plans = select_engines(bundle, read_engines_manifest(bundle.path), machine_identity(device))
         graphs = bundle.manifest["graphs"]
         self.sessions = {name: EngineSession(path.read_bytes(), [spec["name"] for spec in graphs[name]["outputs"]],

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.decoding import Decoded, GenerationSettings
+from runtime.modalities import POINT_MODALITIES, REGION_MODALITIES
 
-REGION_MODALITIES = ("image_region", "pointcloud_region")
 
 
 class TorchEngine:
@@ -29,7 +29,7 @@ class TorchEngine:
         torch = self.torch
         start = time.perf_counter()
         tensor = torch.from_numpy(frames).to(self.device)
-        inputs = {"points": tensor} if modality in ("pointcloud", "pointcloud_region") else {"pixel_values": tensor}
+        inputs = {"points": tensor} if modality in POINT_MODALITIES else {"pixel_values": tensor}
         if modality in REGION_MODALITIES:
             inputs["boxes"] = torch.from_numpy(boxes.reshape(len(boxes), -1).astype(np.float32)).to(self.device)
             inputs["frame_index"] = torch.from_numpy(frame_index).to(self.device)
