@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.data.synthetic_images import SyntheticImageDataset
+from training.data.synthetic_images import GRID_CELLS, SyntheticImageDataset
 from training.data.vocabulary import COLOURS, IMAGE_SHAPES, SIZES, parse_objects
 
 
@@ -80,3 +80,31 @@ def test_large_shapes_have_larger_boxes_than_small_ones():
         a = dataset[i].attributes
         widths[a["size"]].append(a["box_xyxy_px"][2] - a["box_xyxy_px"][0])
     assert max(widths["small"]) < min(widths["large"])
+
+
+def test_shapes_sit_on_the_grid_of_the_default_vits_patch_centres():
+    # 96 px and 8 x 8 cells: the default ViT's 12 px patches, so each shape lies the same way across its patches
+    dataset = SyntheticImageDataset("image", length=30, image_size=96)
+    centres = set()
+    for i in range(30):
+        for o in dataset[i].attributes["objects"]:
+            x1, y1, x2, y2 = o["box_xyxy_px"]
+            centres |= {(x1 + x2) / 2, (y1 + y2) / 2}
+    cell = 96 / GRID_CELLS
+    # tight pixel boxes: a triangle's apex row may hold no pixel, so a centre can be off by up to 1.5 px (free
+    # placement would put centres up to 6 px off)
+    assert all(abs((c / cell - 0.5) - round(c / cell - 0.5)) * cell <= 1.5 for c in centres), sorted(centres)
+    assert len(centres) >= 5
+
+
+def test_objects_in_one_grid_column_are_listed_top_to_bottom():
+    dataset = SyntheticImageDataset("image", length=200, image_size=96)
+    pairs = 0
+    for i in range(200):
+        objects = dataset[i].attributes["objects"]
+        for a, b in zip(objects, objects[1:]):
+            ax, bx = (a["box_xyxy_px"][0] + a["box_xyxy_px"][2]) / 2, (b["box_xyxy_px"][0] + b["box_xyxy_px"][2]) / 2
+            if abs(ax - bx) < 1:  # one column
+                pairs += 1
+                assert a["box_xyxy_px"][1] < b["box_xyxy_px"][1]
+    assert pairs > 0

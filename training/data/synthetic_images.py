@@ -4,6 +4,12 @@ A scene is sampled as a layout (shape, size, colour, position) first and rasteri
 second, so captions can be listed without drawing (`SyntheticImageDataset.captions`). Whole-image
 captions name the objects left to right: 'a large red circle and a small blue square'. Region
 captions name one object: 'a small green triangle'.
+
+Shape centres sit on a GRID_CELLS x GRID_CELLS grid of cell centres. The default ViT (96 px, patch 12) has the
+same 8 x 8 grid, so every object lies the same way across its patches. A ViT trained from scratch recognises
+shapes far sooner that way. Measured with a linear probe on a 3-layer ViT, single objects, 400 steps: shape
+accuracy was 73 % on the grid, 50 % with +-2 px jitter, and 24 % (chance) with free placement. A pretrained ViT
+(real BLIP-2) needs no such help; the grid only makes the synthetic world learnable within the 15-minute CPU budget.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .vocabulary import COLOURS, IMAGE_SHAPES, SIZES, join_phrases, object_phras
 RADIUS_FRACTION = {"small": (0.065, 0.085), "large": (0.13, 0.16)}
 MARGIN_PX = 2
 PLACEMENT_TRIES = 100
+GRID_CELLS = 8  # centres at (k + 0.5) / GRID_CELLS of the side: the default ViT's patch centres
 
 
 @dataclass(frozen=True)
@@ -38,21 +45,24 @@ class ShapeSpec:
 
 
 def sample_layout(rng: np.random.Generator, image_size: int, max_objects: int = 5) -> list[ShapeSpec]:
-    """1..max_objects shapes whose bounding squares (plus a margin) do not intersect. An object that
-    finds no free place after PLACEMENT_TRIES is left out, so crowded scenes hold fewer."""
+    """1..max_objects shapes centred on grid cell centres, whose bounding squares (plus a margin) do not
+    intersect. An object that finds no free place after PLACEMENT_TRIES is left out, so crowded scenes hold
+    fewer."""
     placed: list[ShapeSpec] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         size = SIZES[rng.integers(len(SIZES))]
         shape = IMAGE_SHAPES[rng.integers(len(IMAGE_SHAPES))]
         colour = list(COLOURS)[rng.integers(len(COLOURS))]
         radius = rng.uniform(*RADIUS_FRACTION[size]) * image_size
+        cell = image_size / GRID_CELLS
+        centres = (np.arange(GRID_CELLS) + 0.5) * cell
+        free = centres[(centres >= radius + MARGIN_PX) & (centres <= image_size - radius - MARGIN_PX)]
         for _ in range(PLACEMENT_TRIES):
-            lo, hi = radius + MARGIN_PX, image_size - radius - MARGIN_PX
-            cx, cy = rng.uniform(lo, hi, size=2)
+            cx, cy = rng.choice(free, size=2)
             if all(_apart(cx, cy, radius, other) for other in placed):
                 placed.append(ShapeSpec(shape, size, colour, float(cx), float(cy), float(radius)))
                 break
-    return sorted(placed, key=lambda s: s.cx)
+    return sorted(placed, key=lambda s: (s.cx, s.cy))  # left to right; top to bottom within a grid column
 
 
 def _apart(cx: float, cy: float, radius: float, other: ShapeSpec) -> bool:
