@@ -170,3 +170,13 @@ def test_unknown_stage_and_preset_are_rejected():
         make_model().trainable_parameters("everything")
     with pytest.raises(ValueError, match="unknown preset"):
         RegionBLIPConfig.preset("huge")
+
+
+def test_point_adapter_init_std_sets_the_adapter_weights_and_defaults_to_pytorchs_init():
+    torch.manual_seed(0)
+    scaled = RegionBLIP(RegionBLIPConfig.preset("tiny").__class__(**{
+        **RegionBLIPConfig.preset("tiny").to_dict(), "point_adapter_init_std": 0.25}))
+    assert abs(scaled.point_adapter.weight.std().item() - 0.25) < 0.03
+    default = make_model().point_adapter.weight
+    bound = 1 / default.shape[1] ** 0.5  # nn.Linear's kaiming-uniform bound
+    assert default.abs().max().item() <= bound and default.std().item() < 0.25 / 2

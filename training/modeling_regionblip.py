@@ -43,6 +43,8 @@ class RegionBLIP(nn.Module):
         self.qformer_pc = Blip2QFormerModel(qformer_config)  # the point modalities' own Q-Former, as released
         self.point_encoder = PointBERT(config)
         self.point_adapter = nn.Linear(config.point_trans_dim, qformer_config.encoder_hidden_size)
+        if config.point_adapter_init_std is not None:
+            nn.init.normal_(self.point_adapter.weight, std=config.point_adapter_init_std)
         self.query_tokens = nn.ParameterDict(
             {m: nn.Parameter(torch.randn(1, config.num_query_tokens, width) * 0.02) for m in MODALITIES}
         )
