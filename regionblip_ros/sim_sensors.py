@@ -36,7 +36,7 @@ NODE_NAME = "sim_sensors"
 PARAMETERS = {  # name: (default, description); config/demo.yaml lists the same
     "camera_rate_hz": (10.0, "camera frames per second (0 = no camera)"),
     "lidar_rate_hz": (5.0, "LiDAR scans per second (0 = no LiDAR)"),
-    "image_size": (112, "camera image side in pixels"),
+    "image_size": (96, "camera image side in pixels"),
     "num_points": (1024, "points per LiDAR scan"),
     "first_index": (0, "index of the first scene drawn from the scene source"),
     "box_jitter_px": (1.0, "detector noise: each 2D box edge moves by up to this many pixels"),

@@ -82,9 +82,10 @@ def test_a_run_writes_checkpoints_metrics_curve_and_final_models(trained):
                               "trainer_state.json", "tokenizer.json", "tokenizer_config.json"}
         state = json.loads((out / stage / "checkpoint-0000030" / "trainer_state.json").read_text())
         assert state["step"] == 30 and state["world_size"] == 1
-    # stage 2 interleaves its three tasks one micro-batch each: 10 batches of each after 30 steps
+    # stage 2 interleaves its tasks by weight (image_region 3, pointcloud 1, pointcloud_region 3) one micro-batch at
+    # a time: after 30 steps (4 cycles of 7, then the cycle's first two) 12 + 1, 4 and 12 + 1 batches
     assert json.loads((out / "regionblip" / "checkpoint-0000030" / "trainer_state.json").read_text())[
-        "task_batches"] == [10, 10, 10]
+        "task_batches"] == [13, 4, 13]
     assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in out.rglob("*"))
 
 
@@ -209,3 +210,15 @@ def test_a_run_can_start_from_a_saved_checkpoint_and_keeps_its_frozen_blip2_path
 def test_init_checkpoint_and_model_together_are_rejected(tmp_path):
     with pytest.raises(TrainConfigError, match="either model .* or init_checkpoint"):
         parse_train_config({**tiny_recipe(tmp_path), "init_checkpoint": str(tmp_path)})
+
+
+def test_the_text_task_holds_each_caption_twice_so_the_llm_learns_to_read_its_context():
+    from training.tasks import SyntheticCaptions
+    from training.data import SyntheticImageDataset, SyntheticPointDataset
+
+    captions = SyntheticCaptions("train", 40, max_objects=5)
+    sources = [SyntheticImageDataset("image", "train", 40), SyntheticImageDataset("image_region", "train", 40),
+               SyntheticPointDataset("pointcloud", "train", 40), SyntheticPointDataset("pointcloud_region", "train", 40)]
+    for i in range(8):
+        first, second = captions[i].split("\n")
+        assert first == second == sources[i % 4].caption(i // 4)

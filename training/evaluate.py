@@ -110,7 +110,7 @@ def load_checkpoint_dir(directory: str | Path) -> tuple[RegionBLIP, object]:
 
 
 def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int, num_beams: int = 5, max_new_tokens: int = 40,
-             min_new_tokens: int = 1, batch_size: int = 32, image_size: int = 112,
+             min_new_tokens: int = 1, batch_size: int = 32, image_size: int | None = None,
              compare_image: str | Path | None = None, examples: int = 5, progress: bool = False) -> dict:
     if num < 1 or num > EVAL_POOL:
         raise ValueError(f"--num must be in [1, {EVAL_POOL}], got {num}")
@@ -118,6 +118,7 @@ def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int, num_beams: int
         raise ValueError("--beams and --batch-size must be at least 1")
     source, modalities = parse_data_spec(data)
     model, tokenizer = load_checkpoint_dir(ckpt)
+    image_size = model.config.image_size if image_size is None else image_size
     other = load_checkpoint_dir(compare_image)[0] if compare_image is not None else None
     generation = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
     indices = held_out_indices(num, seed)
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--min-new-tokens", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=112, help="synthetic images are drawn at this size")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="synthetic images are drawn at this size (default: the model's input size)")
     parser.add_argument("--compare-image", default=None, metavar="DIR",
                         help="another checkpoint whose image modality must match bit for bit (stage 1)")
     parser.add_argument("--threads", type=int, default=2)
