@@ -174,8 +174,8 @@ def test_unknown_stage_and_preset_are_rejected():
 
 def test_point_adapter_init_std_sets_the_adapter_weights_and_defaults_to_pytorchs_init():
     torch.manual_seed(0)
-    scaled = RegionBLIP(RegionBLIPConfig.preset("tiny").__class__(**{
-        **RegionBLIPConfig.preset("tiny").to_dict(), "point_adapter_init_std": 0.25}))
+    scaled = RegionBLIP(RegionBLIPConfig.from_dict({**RegionBLIPConfig.preset("tiny").to_dict(),
+                                                    "point_adapter_init_std": 0.25}))
     assert abs(scaled.point_adapter.weight.std().item() - 0.25) < 0.03
     default = make_model().point_adapter.weight
     bound = 1 / default.shape[1] ** 0.5  # nn.Linear's kaiming-uniform bound
