@@ -17,7 +17,7 @@ from .trainer_config import TaskConfig
 
 class SyntheticCaptions:
     """Caption text of all four synthetic modalities, interleaved (item i: modality i % 4), for the `text` task: the
-    small LLM's stand-in for OPT's text pre-training. Each item is a caption twice ("c\nc"): the first teaches the
+    small LLM's stand-in for OPT's text pre-training. Each item is a caption twice, c + "\\n" + c: the first teaches
     language, the second teaches reading words from the context, as OPT can. Without that the frozen LLM cannot be
     steered by a soft prompt to words it never saw after a prompt in stage 1 (the point shapes): even trained
     per-class prompt vectors stayed at the caption prior for 150 steps; after 300 steps of this task they reached

@@ -49,13 +49,12 @@ def sample_layout(rng: np.random.Generator, image_size: int, max_objects: int = 
     intersect. An object that finds no free place after PLACEMENT_TRIES is left out, so crowded scenes hold
     fewer."""
     placed: list[ShapeSpec] = []
+    centres = (np.arange(GRID_CELLS) + 0.5) * (image_size / GRID_CELLS)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         size = SIZES[rng.integers(len(SIZES))]
         shape = IMAGE_SHAPES[rng.integers(len(IMAGE_SHAPES))]
         colour = list(COLOURS)[rng.integers(len(COLOURS))]
         radius = rng.uniform(*RADIUS_FRACTION[size]) * image_size
-        cell = image_size / GRID_CELLS
-        centres = (np.arange(GRID_CELLS) + 0.5) * cell
         free = centres[(centres >= radius + MARGIN_PX) & (centres <= image_size - radius - MARGIN_PX)]
         for _ in range(PLACEMENT_TRIES):
             cx, cy = rng.choice(free, size=2)
