@@ -117,6 +117,8 @@ class DemoMonitor(Node):
         self.out = out
         self._lock = threading.Lock()
         self.detections: dict[tuple[str, int], Detection] = {}
+        self._by_region: dict[str, Detection] = {}  # region id -> the detection that published it
+        self.unmatched = 0  # description arrays not about a frame of this demo's detections, skipped
         self.frames = {CAMERA: [], LIDAR: []}  # one record per described frame
         self.annotated: list[str] = []
         self._last_drawn = -np.inf
@@ -127,6 +129,7 @@ class DemoMonitor(Node):
     def add_detection(self, detection: Detection) -> None:
         with self._lock:
             self.detections[(detection.sensor, detection.stamp_ns)] = detection
+            self._by_region.update(dict.fromkeys(detection.truths, detection))
 
     def answered(self) -> tuple[int, int]:
         """(frames described, region arrays published) so far."""
@@ -137,11 +140,16 @@ class DemoMonitor(Node):
         received = time.monotonic()
         if not msg.descriptions:
             return
-        sensor = CAMERA if msg.descriptions[0].modality == MODALITY[CAMERA] else LIDAR
+        # Matched by region id, and only counted when the frame described is the one the regions were boxed
+        # on (same stamp): anything else (another publisher's array) is not this demo's to score.
         with self._lock:
-            detection = self.detections.get((sensor, stamp_to_ns(msg.header.stamp)))
-        if detection is None:
-            return  # not a frame of this demo
+            detection = self._by_region.get(msg.descriptions[0].id)
+        if (detection is None or stamp_to_ns(msg.header.stamp) != detection.stamp_ns
+                or any(item.id not in detection.truths for item in msg.descriptions)):
+            with self._lock:
+                self.unmatched += 1
+            return
+        sensor = detection.sensor
         modality = MODALITY[sensor]
         regions = []
         for item in msg.descriptions:
@@ -255,6 +263,7 @@ def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, 
         "drops": sum(m["frames_dropped"] for m in modalities.values()),
         "accuracy": {modality: m["accuracy"].get("exact_match") for modality, m in modalities.items()},
         "latency_ms": percentiles(latencies),
+        "unmatched_description_arrays": monitor.unmatched,
         "modalities": modalities,
         "describer_diagnostics": monitor.node_status,
     }

@@ -157,10 +157,11 @@ class SimulatedSensors(Node):
         if pending is None:
             return
         array, index, truths, image = pending
-        (self.regions_2d_pub if sensor == CAMERA else self.regions_3d_pub).publish(array)
         ids = [region.id for region in array.regions]
+        # Handed over before it is published, so that an answer can never arrive ahead of its record.
         self.on_detection(Detection(sensor, index, stamp_to_ns(array.header.stamp), time.monotonic(),
                                     dict(zip(ids, truths)), image))
+        (self.regions_2d_pub if sensor == CAMERA else self.regions_3d_pub).publish(array)
 
     def _regions_2d(self, index: int, scene: CameraScene) -> list[Region2D]:
         height, width = scene.image.shape[:2]
