@@ -18,6 +18,7 @@ from export.lora import merged_copy
 from export.llm import ExportableOPT
 from training.config import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
 from training.modeling_regionblip import RegionBLIP
+from training.pafe import mark_box
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,16 @@ class QFormerPrompt(nn.Module):
         self.language_projection = model.language_projection[modality]
         if self.region:
             self.region_position_embedding = model.region_position_embedding[modality]
+        self.feature_mask = modality == "image_region" and model.config.region_feature_mask
+        if self.feature_mask:  # PaFE's box mark on the ViT features (training/pafe.py)
+            self.region_feature_embedding, self.patch_grid = model.region_feature_embedding, model.patch_grid
 
     def forward(self, features, boxes=None, frame_index=None):
         queries = self.query_tokens  # (1, Q, W)
         if self.region:
             features = features[frame_index]  # (R, L, W_enc)
+            if self.feature_mask:
+                features = mark_box(features, boxes, self.region_feature_embedding, self.patch_grid)
             queries = queries + self.region_position_embedding(boxes)[:, None]  # (R, Q, W)
         queries = queries.expand(features.shape[0], -1, -1)
         mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)

@@ -180,3 +180,45 @@ def test_point_adapter_init_std_sets_the_adapter_weights_and_defaults_to_pytorch
     default = make_model().point_adapter.weight
     bound = 1 / default.shape[1] ** 0.5  # nn.Linear's kaiming-uniform bound
     assert default.abs().max().item() <= bound and default.std().item() < 0.25 / 2
+
+
+def test_patch_box_overlap_is_the_covered_fraction_of_each_patch_cell_after_a_zero_for_cls():
+    from training.pafe import patch_box_overlap
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.0, 0.75, 0.5], [0.0, 0.0, 1.0, 1.0]])
+    torch.testing.assert_close(patch_box_overlap(boxes, grid=2), torch.tensor([
+        [0.0, 1.0, 0.0, 0.0, 0.0],    # exactly the top-left cell
+        [0.0, 0.5, 0.5, 0.0, 0.0],    # half of each top cell
+        [0.0, 1.0, 1.0, 1.0, 1.0]]))  # the whole image
+
+
+def masked_model():
+    torch.manual_seed(0)
+    config = RegionBLIPConfig.preset("tiny")
+    config.region_feature_mask = True
+    return RegionBLIP(config).eval()
+
+
+def test_the_released_layout_has_no_feature_mark_and_the_mark_starts_at_zero():
+    assert "region_feature_embedding" not in dict(make_model().named_parameters())
+    plain, marked = make_model(), masked_model()  # same seed: the mark draws no random numbers
+    with torch.no_grad():
+        features = plain.encode_frames("image_region", IMAGE)
+        plain.use_modality("image_region"), marked.use_modality("image_region")
+        torch.testing.assert_close(marked.soft_prompt("image_region", features, BOXES)[1],
+                                   plain.soft_prompt("image_region", features, BOXES)[1])
+
+
+@torch.no_grad()
+def test_the_feature_mark_moves_image_region_prompts_only_and_trains_in_stage_two():
+    model = masked_model()
+    before = {m: model.generate(m, **INPUTS[m], **GEN).scores for m in MODALITIES}
+    prompt = model.soft_prompt("image_region", model.encode_frames("image_region", IMAGE), BOXES)[1]
+    model.region_feature_embedding.copy_(torch.randn(model.region_feature_embedding.shape))
+    model.use_modality("image_region")
+    moved = model.soft_prompt("image_region", model.encode_frames("image_region", IMAGE), BOXES)[1]
+    assert (moved - prompt).abs().amax() > 1e-3
+    after = {m: model.generate(m, **INPUTS[m], **GEN).scores for m in MODALITIES}
+    for modality in ("image", "pointcloud", "pointcloud_region"):
+        torch.testing.assert_close(after[modality], before[modality])
+    assert "region_feature_embedding" in model.trainable_parameters("regionblip")
+    assert "region_feature_embedding" not in model.trainable_parameters("blip2")

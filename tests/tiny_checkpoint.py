@@ -25,6 +25,7 @@ def tiny_config() -> RegionBLIPConfig:
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     config.newline_token_id = newline_token_id(tokenizer)
     config.object_num_points, config.scene_num_points = 200, 300
+    config.region_feature_mask = True  # as the embedded default: the exported graphs must carry it
     return config
 
 
@@ -33,7 +34,7 @@ def write_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
     model = RegionBLIP(tiny_config()).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or name == "region_feature_embedding":  # zero at init: make them count
                 parameter.normal_(std=0.3)
     model.save_pretrained(directory, tokenizer=_tokenizer())
     return Path(directory)

@@ -38,6 +38,9 @@ class RegionBLIPConfig:
     # small model sets 0.25: at the default scale the point Q-Former's outputs hardly vary between clouds (std 0.03
     # across samples against 0.7 for images) and stage 2 sits on the caption prior for hundreds of steps.
     point_adapter_init_std: float | None = None
+    # PaFE also marks the ViT tokens inside an image region with a learned vector (training/pafe.py). False is the
+    # released code (box embedding on the queries only); the default small model sets True.
+    region_feature_mask: bool = False
     # LoRA, as released: scaling alpha / r = 0.125
     lora_r: int = 8
     lora_alpha: int = 1

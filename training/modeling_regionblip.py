@@ -19,6 +19,7 @@ from .generation import Generated, generate_from_prompt
 from .lora import OPT_TARGETS, QFORMER_TARGETS, activate_adapter, add_adapters
 from .modeling_inputs import (check_boxes, check_captions, check_frame_index, check_modality, check_pixel_values,
                               check_points)
+from .pafe import mark_box
 from .pointbert import PointBERT
 
 STAGES = ("blip2", "regionblip")
@@ -53,6 +54,8 @@ class RegionBLIP(nn.Module):
                              nn.Linear(config.region_embed_hidden, width))
             for m in REGION_MODALITIES
         })
+        if config.region_feature_mask:  # PaFE on the image features too (training/pafe.py); zero: no effect at start
+            self.region_feature_embedding = nn.Parameter(torch.zeros(qformer_config.encoder_hidden_size))
         self.box_regression = nn.ModuleDict({m: nn.Linear(width, BOX_DIMS[m]) for m in REGION_MODALITIES})
         self.language_projection = nn.ModuleDict({m: nn.Linear(width, llm_width) for m in MODALITIES})
         self.language_model = AutoModelForCausalLM.from_config(config.text_config())
@@ -92,6 +95,8 @@ class RegionBLIP(nn.Module):
             if frame_index is not None:
                 features = features[frame_index]
             features = features.expand(boxes.shape[0], -1, -1)  # (R, L, W_enc), a view when there is one frame
+            if modality == "image_region" and self.config.region_feature_mask:
+                features = mark_box(features, boxes, self.region_feature_embedding, self.patch_grid)
             queries = queries + self.region_position_embedding[modality](boxes)[:, None]  # (R, Q, W)
         queries = queries.expand(features.shape[0], -1, -1)
         encoder_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
@@ -99,6 +104,11 @@ class RegionBLIP(nn.Module):
             query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=encoder_mask
         ).last_hidden_state  # (R, Q, W)
         return query_output, self.language_projection[modality](query_output)  # (R, Q, D)
+
+    @property
+    def patch_grid(self) -> int:
+        """ViT patches per image side."""
+        return self.config.image_size // self.config.vision_config().patch_size
 
     # ---- training -----------------------------------------------------------------------------------------------
 
@@ -137,7 +147,7 @@ class RegionBLIP(nn.Module):
         new_modalities = [m for m in MODALITIES if m != "image"]
         parts = ("qformer_pc.", "point_adapter.", "region_position_embedding.", "box_regression.",
                  *(f"language_projection.{m}." for m in new_modalities))
-        queries = {f"query_tokens.{m}" for m in new_modalities}
+        queries = {f"query_tokens.{m}" for m in new_modalities} | {"region_feature_embedding"}
         return {n: p for n, p in self.named_parameters() if ".lora_" in n or n in queries or n.startswith(parts)}
 
     def freeze_for(self, stage: str) -> dict[str, nn.Parameter]:
