@@ -3,11 +3,14 @@
 vision          pixel_values (B, 3, S, S)                            -> image_features (B, L, W)
 point_encoder   points (B, N, 3)                                     -> point_features (B, 1 + G, W)
 qformer_<m>     features (F, L, W) [, boxes (R, k), frame_index (R,)] -> soft_prompt (R, Q, D)
+                [, points (F, N, 3): point regions with point_region_crop]
 llm             prefix_embeds, input_ids [, adapter_ids], past_*     -> logits (B, V), present_*
 
 The point encoder keeps FPS + kNN grouping inside the graph (see export/README.md for the
 measurement behind that choice). Q-Former graphs carry their modality's LoRA merged into the
-weights; the whole-image and whole-object graphs take one row per frame.
+weights; the whole-image and whole-object graphs take one row per frame. PaFE's options
+(training/pafe.py) live in the region graphs: the image-region box mark is computed from the boxes, and
+a point-region crop runs Point-BERT on each region's own points inside qformer_pointcloud_region.
 """
 from dataclasses import dataclass
 
@@ -18,7 +21,7 @@ from export.lora import merged_copy
 from export.llm import ExportableOPT
 from training.config import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
 from training.modeling_regionblip import RegionBLIP
-from training.pafe import mark_box
+from training.pafe import crop_box_points, mark_box
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,21 @@ class QFormerPrompt(nn.Module):
         if self.region:
             self.region_position_embedding = model.region_position_embedding[modality]
         self.feature_mask = modality == "image_region" and model.config.region_feature_mask
+        self.crop = model.config.point_region_crop if modality == "pointcloud_region" else 0
+        if self.crop:  # the region's own cloud through Point-BERT (training/pafe.py)
+            self.point_encoder, self.point_adapter = model.point_encoder, model.point_adapter
         if self.feature_mask:  # PaFE's box mark on the ViT features (training/pafe.py)
             self.region_feature_embedding, self.patch_grid = model.region_feature_embedding, model.patch_grid
 
-    def forward(self, features, boxes=None, frame_index=None):
+    def forward(self, features, boxes=None, frame_index=None, points=None):
         queries = self.query_tokens  # (1, Q, W)
         if self.region:
             features = features[frame_index]  # (R, L, W_enc)
             if self.feature_mask:
                 features = mark_box(features, boxes, self.region_feature_embedding, self.patch_grid)
+            if self.crop:
+                crop = crop_box_points(points[frame_index], boxes, self.crop)  # (R, K, 3)
+                features = torch.cat([features, self.point_adapter(self.point_encoder(crop))], dim=1)
             queries = queries + self.region_position_embedding(boxes)[:, None]  # (R, Q, W)
         queries = queries.expand(features.shape[0], -1, -1)
         mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
@@ -138,6 +147,9 @@ def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
             inputs += [TensorSpec("boxes", ("regions", BOX_DIMS[modality]), "float32"),
                        TensorSpec("frame_index", ("regions",), "int64")]
             example += [torch.rand(3, BOX_DIMS[modality]), torch.tensor([0, 1, 1])]
+        if modality == "pointcloud_region" and config.point_region_crop:
+            inputs.append(TensorSpec("points", ("frames", "num_points", 3), "float32"))
+            example.append(torch.randn(2, max(64, 2 * config.point_region_crop), 3))
         rows = "regions" if modality in REGION_MODALITIES else "batch"
         graphs.append(Graph(f"qformer_{modality}", QFormerPrompt(model, modality), inputs,
                             [TensorSpec("soft_prompt", (rows, queries, prompt_width), "float32")], tuple(example)))

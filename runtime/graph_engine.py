@@ -53,11 +53,20 @@ class GraphEngine:
             return self.runner.run("point_encoder", {"points": frames})[0]
         return self.runner.run("vision", {"pixel_values": frames})[0]
 
-    def soft_prompt(self, modality: str, features, boxes=None, frame_index=None) -> np.ndarray:
+    def soft_prompt(self, modality: str, features, boxes=None, frame_index=None, frames=None) -> np.ndarray:
+        """`frames`: the scenes themselves, for a bundle whose point-region Q-Former crops each region's cloud."""
+        graph = f"qformer_{modality}"
         feeds = {"features": features}
         if modality in REGION_MODALITIES:
             feeds.update(boxes=boxes.reshape(len(boxes), -1).astype(np.float32), frame_index=frame_index)
-        return self.runner.run(f"qformer_{modality}", feeds)[0]
+        if "points" in self.graph_inputs(graph):
+            if frames is None:
+                raise ValueError(f"{graph} crops each region's points: pass the scenes as frames=")
+            feeds["points"] = frames
+        return self.runner.run(graph, feeds)[0]
+
+    def graph_inputs(self, graph: str) -> list[str]:
+        return [spec["name"] for spec in self.bundle.manifest["graphs"][graph]["inputs"]]
 
     def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
                  frame_index=None) -> tuple[list[Decoded], dict[str, float]]:
@@ -66,7 +75,7 @@ class GraphEngine:
         features = self.features(modality, frames)
         timings["encode"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
-        prompt = self.soft_prompt(modality, features, boxes, frame_index)
+        prompt = self.soft_prompt(modality, features, boxes, frame_index, frames)
         timings["qformer"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
         step = LanguageModelGraph(self.runner, self.bundle, self.adapter_ids([modality] * len(prompt)))

@@ -72,10 +72,14 @@ def test_region_soft_prompts_match_pytorch_for_several_frames(tiny_bundle, model
     if box_dims == 4:
         boxes[:, 2:] += 0.5
     frame_index = torch.tensor([0, 2, 2, 1, 0, 2])
+    feeds = {"features": features.numpy(), "boxes": boxes.numpy(), "frame_index": frame_index.numpy()}
+    points = None
+    if modality == "pointcloud_region":  # the tiny checkpoint crops each region's cloud (point_region_crop)
+        points = torch.randn(3, model.config.scene_num_points, 3)
+        feeds["points"] = points.numpy()
     model.use_modality(modality)
-    _, expected = model.soft_prompt(modality, features, boxes, frame_index)
-    got = session(tiny_bundle, f"qformer_{modality}").run(None, {
-        "features": features.numpy(), "boxes": boxes.numpy(), "frame_index": frame_index.numpy()})[0]
+    _, expected = model.soft_prompt(modality, features, boxes, frame_index, points)
+    got = session(tiny_bundle, f"qformer_{modality}").run(None, feeds)[0]
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
 
 
@@ -123,7 +127,8 @@ def test_a_mixed_modality_batch_equals_each_modality_alone(engine):
     camera = engine.soft_prompt("image_region", features, np.array([[0.1, 0.1, 0.7, 0.8]], np.float32),
                                 np.zeros(1, np.int64))
     lidar = engine.soft_prompt("pointcloud_region", engine.features("pointcloud_region", scene),
-                               np.random.default_rng(2).normal(size=(1, 8, 3)).astype(np.float32), np.zeros(1, np.int64))
+                               np.random.default_rng(2).normal(size=(1, 8, 3)).astype(np.float32), np.zeros(1, np.int64),
+                               frames=scene)
     alone = [decode(LanguageModelGraph(engine.runner, engine.bundle, engine.adapter_ids([m])), p, settings)[0]
              for m, p in (("image_region", camera), ("pointcloud_region", lidar))]
     mixed = decode(LanguageModelGraph(engine.runner, engine.bundle,

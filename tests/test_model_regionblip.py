@@ -222,3 +222,45 @@ def test_the_feature_mark_moves_image_region_prompts_only_and_trains_in_stage_tw
         torch.testing.assert_close(after[modality], before[modality])
     assert "region_feature_embedding" in model.trainable_parameters("regionblip")
     assert "region_feature_embedding" not in model.trainable_parameters("blip2")
+
+
+def test_a_point_region_crop_takes_the_points_inside_the_box_first_centred_and_scaled_to_it():
+    from training.data.boxes import box_corners
+    from training.pafe import crop_box_points
+    inside = torch.tensor([[1.0, 2.0, 0.5], [1.5, 2.0, 0.9], [0.6, 2.2, 0.1]])   # in the box below
+    near, far = torch.tensor([[2.2, 2.0, 0.5]]), torch.tensor([[-3.0, -3.0, 0.0], [5.0, 1.0, 0.0]])
+    scene = torch.cat([far, inside[:1], near, inside[1:]])[None]  # (1, 6, 3), shuffled
+    corners = torch.from_numpy(box_corners([1.0, 2.0, 0.5], [2.0, 1.0, 1.0], yaw=0.0)).reshape(1, 24)
+    crop = crop_box_points(scene, corners, count=4)[0]
+    # the three inside points (any order), then the nearest outside one; centred on (1, 2, 0.5), divided by 1
+    assert sorted(crop[:3].tolist()) == sorted((inside - torch.tensor([1.0, 2.0, 0.5])).tolist())
+    torch.testing.assert_close(crop[3], torch.tensor([1.2, 0.0, 0.0]))
+
+
+def test_a_rotated_box_crops_by_its_own_axes():
+    from training.data.boxes import box_corners
+    from training.pafe import crop_box_points
+    # a long thin box along the diagonal: a point on the diagonal is inside, one across it (as near) is not
+    corners = torch.from_numpy(box_corners([0.0, 0.0, 0.5], [4.0, 0.2, 1.0], yaw=float(torch.pi / 4))).reshape(1, 24)
+    on_axis, across = torch.tensor([[1.0, 1.0, 0.5]]), torch.tensor([[1.0, -1.0, 0.5]])
+    crop = crop_box_points(torch.cat([across, on_axis])[None], corners, count=1)[0]
+    torch.testing.assert_close(crop, on_axis / 2.0 - torch.tensor([[0.0, 0.0, 0.25]]))
+
+
+def test_point_region_prompts_see_their_own_crop_and_the_crop_size_is_checked():
+    torch.manual_seed(0)
+    config = RegionBLIPConfig.preset("tiny")
+    config.point_region_crop = 32
+    model = RegionBLIP(config).eval()
+    box = BOXES_3D[:1].reshape(1, 24)
+    with torch.no_grad():
+        model.use_modality("pointcloud_region")
+        features = model.encode_frames("pointcloud_region", points=SCENE)
+        prompt = model.soft_prompt("pointcloud_region", features, box, points=SCENE)[1]
+        # other points, same scene features: only the crop path can tell them apart
+        other = model.soft_prompt("pointcloud_region", features, box, points=SCENE + 0.3)[1]
+    assert (other - prompt).abs().amax() > 1e-4
+    with pytest.raises(ValueError, match="need the scene points"):
+        model.soft_prompt("pointcloud_region", features, box)
+    with pytest.raises(ValueError, match="point_region_crop is 8"):
+        RegionBLIPConfig.from_dict({**config.to_dict(), "point_region_crop": 8})

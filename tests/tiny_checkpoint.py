@@ -25,7 +25,8 @@ def tiny_config() -> RegionBLIPConfig:
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     config.newline_token_id = newline_token_id(tokenizer)
     config.object_num_points, config.scene_num_points = 200, 300
-    config.region_feature_mask = True  # as the embedded default: the exported graphs must carry it
+    config.region_feature_mask = True  # as the embedded default: the exported graphs must carry both
+    config.point_region_crop = 48
     return config
 
 

@@ -41,6 +41,9 @@ class RegionBLIPConfig:
     # PaFE also marks the ViT tokens inside an image region with a learned vector (training/pafe.py). False is the
     # released code (box embedding on the queries only); the default small model sets True.
     region_feature_mask: bool = False
+    # Point regions: the K scene points nearest the box, re-encoded by Point-BERT as the region's own cloud and
+    # appended to the scene's tokens (training/pafe.py). 0 is the released code; the default small model sets 256.
+    point_region_crop: int = 0
     # LoRA, as released: scaling alpha / r = 0.125
     lora_r: int = 8
     lora_alpha: int = 1
@@ -59,6 +62,14 @@ class RegionBLIPConfig:
             raise ValueError(
                 f"qformer encoder_hidden_size is {encoder_width} but the vision width is "
                 f"{self.vision_config().hidden_size}: the Q-Former cross-attends the ViT features, make them equal"
+            )
+
+        if self.point_region_crop and not (max(self.point_num_group, self.point_group_size) <= self.point_region_crop
+                                           <= self.scene_num_points):
+            raise ValueError(
+                f"point_region_crop is {self.point_region_crop}: a crop needs at least point_num_group "
+                f"({self.point_num_group}) and point_group_size ({self.point_group_size}) points and at most "
+                f"scene_num_points ({self.scene_num_points}); set it in that range, or 0 for no crop"
             )
 
     def vision_config(self) -> Blip2VisionConfig:

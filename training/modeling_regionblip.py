@@ -19,7 +19,7 @@ from .generation import Generated, generate_from_prompt
 from .lora import OPT_TARGETS, QFORMER_TARGETS, activate_adapter, add_adapters
 from .modeling_inputs import (check_boxes, check_captions, check_frame_index, check_modality, check_pixel_values,
                               check_points)
-from .pafe import mark_box
+from .pafe import crop_box_points, mark_box
 from .pointbert import PointBERT
 
 STAGES = ("blip2", "regionblip")
@@ -87,8 +87,9 @@ class RegionBLIP(nn.Module):
         check_pixel_values(pixel_values, self.config)
         return self.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, W_enc)
 
-    def soft_prompt(self, modality: str, features: torch.Tensor, boxes=None, frame_index=None):
-        """Query outputs (R, Q, W) and their LLM projection (R, Q, D): one row per region, or per frame."""
+    def soft_prompt(self, modality: str, features: torch.Tensor, boxes=None, frame_index=None, points=None):
+        """Query outputs (R, Q, W) and their LLM projection (R, Q, D): one row per region, or per frame.
+        `points` (F, N, 3): the scenes themselves, which point regions need with point_region_crop."""
         queries = self.query_tokens[modality]  # (1, Q, W)
         if modality in REGION_MODALITIES:
             frame_index = check_frame_index(frame_index, features.shape[0], boxes.shape[0])
@@ -97,6 +98,8 @@ class RegionBLIP(nn.Module):
             features = features.expand(boxes.shape[0], -1, -1)  # (R, L, W_enc), a view when there is one frame
             if modality == "image_region" and self.config.region_feature_mask:
                 features = mark_box(features, boxes, self.region_feature_embedding, self.patch_grid)
+            if modality == "pointcloud_region" and self.config.point_region_crop:
+                features = torch.cat([features, self.region_cloud_features(points, boxes, frame_index)], dim=1)
             queries = queries + self.region_position_embedding[modality](boxes)[:, None]  # (R, Q, W)
         queries = queries.expand(features.shape[0], -1, -1)
         encoder_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
@@ -104,6 +107,15 @@ class RegionBLIP(nn.Module):
             query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=encoder_mask
         ).last_hidden_state  # (R, Q, W)
         return query_output, self.language_projection[modality](query_output)  # (R, Q, D)
+
+    def region_cloud_features(self, points, boxes: torch.Tensor, frame_index=None) -> torch.Tensor:
+        """(R, 1 + G, W_enc): Point-BERT tokens of each point region's own crop of its scene (training/pafe.py)."""
+        if points is None:
+            raise ValueError("point regions with point_region_crop need the scene points: pass points=")
+        if frame_index is not None:
+            points = points[frame_index]
+        crop = crop_box_points(points.expand(boxes.shape[0], -1, -1), boxes, self.config.point_region_crop)
+        return self.point_adapter(self.point_encoder(crop))
 
     @property
     def patch_grid(self) -> int:
@@ -118,7 +130,7 @@ class RegionBLIP(nn.Module):
         self.use_modality(modality)
         boxes = check_boxes(modality, boxes)
         features = self.encode_frames(modality, pixel_values, points)
-        query_output, prompt = self.soft_prompt(modality, features, boxes, frame_index)  # (B, Q, D)
+        query_output, prompt = self.soft_prompt(modality, features, boxes, frame_index, points)  # (B, Q, D)
         check_captions(input_ids, attention_mask, prompt.shape[0])
         # [soft prompt ; caption], labels -100 on the prompt and on padding
         text = self.language_model.get_input_embeddings()(input_ids)  # (B, T, D)
@@ -179,7 +191,7 @@ class RegionBLIP(nn.Module):
         self.use_modality(modality)
         boxes = check_boxes(modality, boxes)
         features = self.encode_frames(modality, pixel_values, points)
-        _, prompt = self.soft_prompt(modality, features, boxes, frame_index)  # (R, Q, D)
+        _, prompt = self.soft_prompt(modality, features, boxes, frame_index, points)  # (R, Q, D)
         eos = self.config.newline_token_id if eos_token_id is None else eos_token_id
         return generate_from_prompt(self.language_model, prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                     min_new_tokens=min_new_tokens, eos_token_id=eos)
