@@ -22,6 +22,7 @@ DEFAULT_RECIPE = Path(__file__).parent.parent / "config" / "train_default.yaml"
 TINY_MODEL = {"preset": "tiny", "overrides": {
     "vision": {"initializer_range": 0.02}, "text": {"vocab_size": 364}, "newline_token_id": 202,
     "object_num_points": 128, "scene_num_points": 128, "lora_alpha": 8,
+    "region_feature_mask": True, "point_region_crop": 32,  # the default recipe's PaFE options
     "qformer": {"initializer_range": 0.1, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
 }}
 
@@ -82,10 +83,11 @@ def test_a_run_writes_checkpoints_metrics_curve_and_final_models(trained):
                               "trainer_state.json", "tokenizer.json", "tokenizer_config.json"}
         state = json.loads((out / stage / "checkpoint-0000030" / "trainer_state.json").read_text())
         assert state["step"] == 30 and state["world_size"] == 1
-    # stage 2 interleaves its tasks by weight (image_region 3, pointcloud 1, pointcloud_region 3) one micro-batch at
-    # a time: after 30 steps (4 cycles of 7, then the cycle's first two) 12 + 1, 4 and 12 + 1 batches
+    # stage 2 interleaves its tasks by weight (image_region 3, pointcloud 1, pointcloud_region 4) one micro-batch at
+    # a time, cycle [pcr, ir, pcr, ir, pc, pcr, ir, pcr]: after 30 steps (3 cycles of 8, then the cycle's first six)
+    # 9 + 2, 3 + 1 and 12 + 3 batches
     assert json.loads((out / "regionblip" / "checkpoint-0000030" / "trainer_state.json").read_text())[
-        "task_batches"] == [13, 4, 13]
+        "task_batches"] == [11, 4, 15]
     assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in out.rglob("*"))
 
 
