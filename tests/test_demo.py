@@ -222,10 +222,11 @@ def test_the_default_model_describes_regions_of_both_sensors_through_the_node(de
 
 
 @needs_default_model
-@pytest.mark.xfail(strict=True, reason="issue #4 is open: the embedded default model misses the training issue's "
-                   "image-region threshold (held-out exact match 0.81 against 0.95; point regions 1.00 meet theirs). "
-                   "Strict: once a retrained model meets it this test passes, xfail turns it red, and the marker "
-                   "must go.")
+@pytest.mark.xfail(strict=False, reason="issues #4/#8 are open: in the demo, whose detector boxes are off by up to "
+                   "1 px, the embedded default model describes image regions at 0.943 exact match against the 0.95 "
+                   "threshold (0.965 held-out with exact boxes; point regions 0.969 meet theirs). Not strict: that "
+                   "close to the threshold, the ~150 regions of a 6 s run land either side of it, depending on which "
+                   "frames the worker drops. Remove the marker once a model clears 0.95 with margin.")
 def test_the_default_model_describes_the_demo_scenes_as_accurately_as_training_requires(default_run):
     assert default_run["accuracy"]["image_region"] >= 0.95
     assert default_run["accuracy"]["pointcloud_region"] >= 0.90

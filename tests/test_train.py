@@ -83,11 +83,10 @@ def test_a_run_writes_checkpoints_metrics_curve_and_final_models(trained):
                               "trainer_state.json", "tokenizer.json", "tokenizer_config.json"}
         state = json.loads((out / stage / "checkpoint-0000030" / "trainer_state.json").read_text())
         assert state["step"] == 30 and state["world_size"] == 1
-    # stage 2 interleaves its tasks by weight (image_region 3, pointcloud 1, pointcloud_region 4) one micro-batch at
-    # a time, cycle [pcr, ir, pcr, ir, pc, pcr, ir, pcr]: after 30 steps (3 cycles of 8, then the cycle's first six)
-    # 9 + 2, 3 + 1 and 12 + 3 batches
+    # stage 2 interleaves its tasks by weight (image_region 5, pointcloud 1, pointcloud_region 4) one micro-batch at
+    # a time, cycle [ir, pcr, ir, pcr, ir, pc, pcr, ir, pcr, ir]: after 30 steps, 3 whole cycles
     assert json.loads((out / "regionblip" / "checkpoint-0000030" / "trainer_state.json").read_text())[
-        "task_batches"] == [11, 4, 15]
+        "task_batches"] == [15, 3, 12]
     assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in out.rglob("*"))
 
 
@@ -224,3 +223,4 @@ def test_the_text_task_holds_each_caption_twice_so_the_llm_learns_to_read_its_co
     for i in range(8):
         first, second = captions[i].split("\n")
         assert first == second == sources[i % 4].caption(i // 4)
+
