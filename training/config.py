@@ -63,7 +63,6 @@ class RegionBLIPConfig:
                 f"qformer encoder_hidden_size is {encoder_width} but the vision width is "
                 f"{self.vision_config().hidden_size}: the Q-Former cross-attends the ViT features, make them equal"
             )
-
         if self.point_region_crop and not (max(self.point_num_group, self.point_group_size) <= self.point_region_crop
                                            <= self.scene_num_points):
             raise ValueError(

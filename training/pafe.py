@@ -1,10 +1,9 @@
 """PaFE's feature side: what the region queries see besides the whole frame. Both are options beyond the
 released code, which adds a box embedding to the region queries only (research notes, section 0).
 
-Image regions (config.region_feature_mask): which ViT tokens lie inside the box.
+The paper's PaFE text was not found (research notes, section 7).
 
-The released code adds a box embedding to the region queries only (research notes, section 0), and the paper's
-PaFE text was not found. With region_feature_mask the image-region path also adds one learned vector to the
+Image regions (config.region_feature_mask): the image-region path also adds one learned vector to the
 ViT features, weighted by the fraction of each patch cell the box covers (the CLS token: 0). The frozen
 Q-Former's keys then carry "inside the box" as one direction that the region queries learn to attend to.
 Measured from the same stage-1 checkpoint on the same data: the image-region loss after 300 steps fell from
