@@ -41,6 +41,9 @@ class GraphEngine:
     def __init__(self, bundle: Bundle, runner):
         self.bundle, self.runner = bundle, runner
         self.backend = runner.backend
+        # Q-Former graphs that crop each region's own points (point_region_crop) take the scenes too
+        self.takes_points = {name for name in bundle.manifest["graphs"]
+                             if name.startswith("qformer_") and "points" in bundle.graph_inputs(name)}
 
     def adapter_ids(self, modalities: list[str]) -> np.ndarray | None:
         llm = self.bundle.manifest["llm"]
@@ -59,14 +62,11 @@ class GraphEngine:
         feeds = {"features": features}
         if modality in REGION_MODALITIES:
             feeds.update(boxes=boxes.reshape(len(boxes), -1).astype(np.float32), frame_index=frame_index)
-        if "points" in self.graph_inputs(graph):
+        if graph in self.takes_points:
             if frames is None:
                 raise ValueError(f"{graph} crops each region's points: pass the scenes as frames=")
             feeds["points"] = frames
         return self.runner.run(graph, feeds)[0]
-
-    def graph_inputs(self, graph: str) -> list[str]:
-        return [spec["name"] for spec in self.bundle.manifest["graphs"][graph]["inputs"]]
 
     def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
                  frame_index=None) -> tuple[list[Decoded], dict[str, float]]:

@@ -159,8 +159,8 @@ class RegionBLIP(nn.Module):
         new_modalities = [m for m in MODALITIES if m != "image"]
         parts = ("qformer_pc.", "point_adapter.", "region_position_embedding.", "box_regression.",
                  *(f"language_projection.{m}." for m in new_modalities))
-        queries = {f"query_tokens.{m}" for m in new_modalities} | {"region_feature_embedding"}
-        return {n: p for n, p in self.named_parameters() if ".lora_" in n or n in queries or n.startswith(parts)}
+        named = {f"query_tokens.{m}" for m in new_modalities} | {"region_feature_embedding"}
+        return {n: p for n, p in self.named_parameters() if ".lora_" in n or n in named or n.startswith(parts)}
 
     def freeze_for(self, stage: str) -> dict[str, nn.Parameter]:
         """Make exactly the stage's trainable set require grad; returns it (for the optimizer)."""
