@@ -19,6 +19,7 @@ from training.trainer_config import TrainConfigError, parse_train_config
 from training.trainer_state import make_optimizer, no_decay
 
 DEFAULT_RECIPE = Path(__file__).parent.parent / "config" / "train_default.yaml"
+STAGE_NAMES = ("vision", "blip2", "regionblip")
 TINY_MODEL = {"preset": "tiny", "overrides": {
     "vision": {"initializer_range": 0.02}, "text": {"vocab_size": 364}, "newline_token_id": 202,
     "object_num_points": 128, "scene_num_points": 128, "lora_alpha": 8,
@@ -62,11 +63,13 @@ def trained(tmp_path_factory):
 def test_thirty_steps_of_the_default_recipe_lower_every_task_loss(trained):
     out, _ = trained
     drops = {}
-    for stage in ("blip2", "regionblip"):
+    for stage in STAGE_NAMES:
         for task, values in losses(out / stage).items():
             drops[task] = values[0] - sum(values[-3:]) / 3
-    assert sorted(drops) == ["image", "image_region", "image_single", "pointcloud", "pointcloud_region", "text"]
+    assert sorted(drops) == ["image", "image_patches", "image_region", "image_single", "pointcloud",
+                             "pointcloud_region", "text"]
     assert all(drops[task] > 0.5 for task in ("image", "image_single", "text")), drops  # from ~ln(364) = 5.9
+    assert drops["image_patches"] > 0.5, drops  # from ~ln 6 + ln 6 + ln 2 = 4.3 (the shape term weighted)
     # stage 2 trains 10 batches per task through the frozen LLM; the random Point-BERT only starts to move
     assert drops["image_region"] > 0.1 and drops["pointcloud_region"] > 0.1 and drops["pointcloud"] > 0, drops
 
@@ -74,13 +77,15 @@ def test_thirty_steps_of_the_default_recipe_lower_every_task_loss(trained):
 def test_a_run_writes_checkpoints_metrics_curve_and_final_models(trained):
     out, final = trained
     assert final == out / "regionblip" / "final"
-    for stage in ("blip2", "regionblip"):
+    for stage in STAGE_NAMES:
         names = {p.name for p in (out / stage).iterdir()}
         assert {"metrics.jsonl", "loss_curve.png", "final", "checkpoint-0000020", "checkpoint-0000030"} <= names
         assert "checkpoint-0000010" not in names  # keep_checkpoints: 2
         checkpoint = {p.name for p in (out / stage / "checkpoint-0000030").iterdir()}
+        heads = {"heads.safetensors"} if stage == "vision" else set()  # the patch head, for resuming only
         assert checkpoint == {"config.json", "model.safetensors", "optimizer.safetensors", "rng-rank0.safetensors",
-                              "trainer_state.json", "tokenizer.json", "tokenizer_config.json"}
+                              "trainer_state.json", "tokenizer.json", "tokenizer_config.json", *heads}
+        RegionBLIP.from_pretrained(out / stage / "checkpoint-0000030")  # a checkpoint is a model on its own
         state = json.loads((out / stage / "checkpoint-0000030" / "trainer_state.json").read_text())
         assert state["step"] == 30 and state["world_size"] == 1
     # stage 2 interleaves its tasks by weight (image_region 5, pointcloud 1, pointcloud_region 4) one micro-batch at
@@ -107,16 +112,17 @@ def test_resuming_an_interrupted_run_gives_bit_identical_weights_and_optimizer(t
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     run(tiny_recipe(straight, steps=8, checkpoint_every=4, batch_size=4))
     assert run(tiny_recipe(interrupted, steps=8, checkpoint_every=4, batch_size=4), stop_after=6) is None
-    assert (interrupted / "blip2" / "checkpoint-0000004").is_dir() and not (interrupted / "regionblip").exists()
+    assert (interrupted / "vision" / "checkpoint-0000004").is_dir() and not (interrupted / "blip2").exists()
     torch.manual_seed(12345)  # the resumed run must restore the RNG, not rely on the process state
     run(tiny_recipe(interrupted, steps=8, checkpoint_every=4, batch_size=4), resume=True)
-    for stage in ("blip2", "regionblip"):
-        for name in ("model.safetensors", "optimizer.safetensors"):
+    for stage in STAGE_NAMES:
+        names = ("model.safetensors", "optimizer.safetensors") + (("heads.safetensors",) if stage == "vision" else ())
+        for name in names:
             a = load_file(straight / stage / "checkpoint-0000008" / name)
             b = load_file(interrupted / stage / "checkpoint-0000008" / name)
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a), (stage, name)
-    metrics = (interrupted / "blip2" / "metrics.jsonl").read_text().splitlines()
+    metrics = (interrupted / "vision" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == list(range(8))  # no duplicated steps 4, 5
 
 
@@ -152,7 +158,7 @@ def test_weight_decay_skips_biases_norms_and_one_dimensional_parameters():
     assert no_decay("qformer.layernorm.weight", named["qformer.layernorm.weight"])
     assert no_decay("language_projection.image.bias", named["language_projection.image.bias"])
     assert not no_decay("language_projection.image.weight", named["language_projection.image.weight"])
-    stage = parse_train_config(tiny_recipe("unused")).stages[0]
+    stage = parse_train_config(tiny_recipe("unused")).stages[1]
     decay, plain = make_optimizer(named, stage).param_groups
     assert (decay["weight_decay"], plain["weight_decay"]) == (0.05, 0.0) and decay["betas"] == (0.9, 0.999)
     assert len(decay["params"]) + len(plain["params"]) == len(named)
@@ -164,12 +170,17 @@ def test_weight_decay_skips_biases_norms_and_one_dimensional_parameters():
     (lambda r: r["stages"][0].update(stpes=3), r"unknown keys \['stpes'\]"),
     (lambda r: r["stages"][0]["tasks"][0].update(modality="video"), "modality is 'video'"),
     (lambda r: r["stages"][0]["tasks"][0].update(data="coco"), "data is 'coco'"),
-    (lambda r: r["stages"][1].update(train_vision=True), "frozen image path"),
-    (lambda r: r["stages"][1]["tasks"].append({"modality": "image"}), "image path and the LLM are frozen"),
+    (lambda r: r["stages"][2].update(train_vision=True), "frozen image path"),
+    (lambda r: r["stages"][2]["tasks"].append({"modality": "image"}), "image path and the LLM are frozen"),
+    (lambda r: r["stages"][0].update(train_vision=True), "a vision stage trains the ViT alone"),
+    (lambda r: r["stages"][0]["tasks"].append({"modality": "image"}), "'image_patches' is the task of a vision"),
+    (lambda r: r["stages"][1]["tasks"].append({"modality": "image_patches", "name": "p"}),
+     "got 'image_patches' in a blip2 stage"),
     (lambda r: r["stages"][0].update(steps=0), "steps must be a positive integer"),
     (lambda r: r["stages"][0].update(amp="fp8"), "amp is 'fp8'"),
-    (lambda r: r["stages"][1].update(init_from_image=["image"]), "init_from_image must list modalities"),
-    (lambda r: r["stages"][0]["tasks"].append({"modality": "image"}), "task names .* repeat"),
+    (lambda r: r["stages"][2].update(init_from_image=["image"]), "init_from_image must list modalities"),
+    (lambda r: r["stages"][1].update(init_from_image=["pointcloud"]), "belong to a regionblip stage"),
+    (lambda r: r["stages"][1]["tasks"].append({"modality": "image"}), "task names .* repeat"),
     (lambda r: r["model"]["overrides"].update(colour_depth=3), "colour_depth is not a RegionBLIPConfig field"),
 ])
 def test_bad_training_configs_name_the_field(change, message):
@@ -224,3 +235,17 @@ def test_the_text_task_holds_each_caption_twice_so_the_llm_learns_to_read_its_co
         first, second = captions[i].split("\n")
         assert first == second == sources[i % 4].caption(i // 4)
 
+
+
+def test_the_vision_stage_trains_the_vit_alone_and_its_head_stays_out_of_the_model(trained):
+    out, _ = trained
+    config = parse_train_config(tiny_recipe(out))
+    torch.manual_seed(config.seed)  # how train.py starts the first stage
+    start = RegionBLIP(config.model).state_dict()
+    after = load_file(out / "vision" / "final" / "model.safetensors")
+    changed = {k for k in after if not torch.equal(start[k], after[k])}
+    assert changed and all(k.startswith("vision_model.") for k in changed), sorted(changed)[:5]
+    assert not any(k.startswith("heads.") for k in after)
+    # stage 1 then keeps that ViT frozen, as BLIP-2 keeps its pretrained one
+    stage1 = load_file(out / "blip2" / "final" / "model.safetensors")
+    assert all(torch.equal(after[k], stage1[k]) for k in after if k.startswith("vision_model."))

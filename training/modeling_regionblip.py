@@ -22,15 +22,15 @@ from .modeling_inputs import (check_boxes, check_captions, check_frame_index, ch
 from .pafe import crop_box_points, mark_box
 from .pointbert import PointBERT
 
-STAGES = ("blip2", "regionblip")
+STAGES = ("vision", "blip2", "regionblip")
 
 
 @dataclass
 class RegionBLIPOutput:
     loss: torch.Tensor  # lm_loss + box_loss_weight * box_loss
-    lm_loss: torch.Tensor
+    lm_loss: torch.Tensor | None  # None only for the trainer's ViT pre-training task, which has no LM
     box_loss: torch.Tensor | None  # region modalities only
-    logits: torch.Tensor  # (B, Q + T, V)
+    logits: torch.Tensor | None  # (B, Q + T, V); None as lm_loss
 
 
 class RegionBLIP(nn.Module):
@@ -148,10 +148,13 @@ class RegionBLIP(nn.Module):
         return RegionBLIPOutput(loss=loss, lm_loss=out.loss, box_loss=box_loss, logits=out.logits)
 
     def trainable_parameters(self, stage: str) -> dict[str, nn.Parameter]:
-        """`blip2`: the BLIP-2 image path except the frozen ViT. `regionblip`: the released recipe's set (non-image
-        LoRA, region/point queries, PaFE, point Q-Former, point adapter, their projections, regression heads)."""
+        """`vision`: the ViT alone (pre-training it, training/vision_pretraining.py). `blip2`: the BLIP-2 image path
+        except the frozen ViT. `regionblip`: the released recipe's set (non-image LoRA, region/point queries, PaFE,
+        point Q-Former, point adapter, their projections, regression heads)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}: expected one of {list(STAGES)}")
+        if stage == "vision":
+            return {n: p for n, p in self.named_parameters() if n.startswith("vision_model.")}
         if stage == "blip2":
             parts = ("qformer.", "language_projection.image.", "language_model.")
             return {n: p for n, p in self.named_parameters()
@@ -174,7 +177,7 @@ class RegionBLIP(nn.Module):
     def train(self, mode: bool = True) -> "RegionBLIP":
         super().train(mode)
         # Frozen encoders never train: no dropout, and Point-BERT's BatchNorm statistics stay fixed.
-        self.vision_model.eval()
+        self.vision_model.train(mode and self.stage == "vision")
         self.point_encoder.eval()
         if self.stage == "regionblip":
             self.qformer.eval()  # the frozen image Q-Former runs without dropout, as released

@@ -13,6 +13,8 @@ import torch
 from .config import REGION_MODALITIES, RegionBLIPConfig
 from .data import SyntheticImageDataset, SyntheticPointDataset, collate_images, collate_points
 from .trainer_config import TaskConfig
+from .vision_pretraining import MODALITY as PATCH_MODALITY
+from .vision_pretraining import patch_targets
 
 
 class SyntheticCaptions:
@@ -46,8 +48,9 @@ def make_dataset(task: TaskConfig, split: str, model_config: RegionBLIPConfig):
         raise ValueError(f"data source {task.data!r} is not supported by the trainer: use 'synthetic'")
     if task.modality == "text":
         return SyntheticCaptions(split, task.length, task.max_objects)
-    if task.modality in ("image", "image_region"):
-        return SyntheticImageDataset(task.modality, split=split, length=task.length, image_size=task.image_size,
+    if task.modality in ("image", "image_region", PATCH_MODALITY):
+        modality = "image_region" if task.modality == "image_region" else "image"
+        return SyntheticImageDataset(modality, split=split, length=task.length, image_size=task.image_size,
                                      max_objects=task.max_objects)
     num_points = model_config.object_num_points if task.modality == "pointcloud" else model_config.scene_num_points
     return SyntheticPointDataset(task.modality, split=split, length=task.length, num_points=num_points,
@@ -91,6 +94,7 @@ class TaskStream:
         self.task, self.task_index = task, task_index
         self.dataset = make_dataset(task, "train", model_config)
         self.seed, self.batch_size, self.image_size = seed, batch_size, model_config.image_size
+        self.patch_grid = model_config.image_size // model_config.vision_config().patch_size
         self.rank, self.world_size = rank, world_size
         self._orders: dict[int, np.ndarray] = {}
 
@@ -108,7 +112,12 @@ class TaskStream:
     def batch(self, n: int, tokenizer) -> dict:
         if self.task.modality == "text":
             return {"modality": "text", **tokenize_captions([self.dataset[i] for i in self.indices(n)], tokenizer)}
-        collated = collate([self.dataset[i] for i in self.indices(n)], self.image_size)
+        samples = [self.dataset[i] for i in self.indices(n)]
+        collated = collate(samples, self.image_size)
+        if self.task.modality == PATCH_MODALITY:
+            targets = patch_targets([s.attributes["objects"] for s in samples], [s.image.shape[1] for s in samples],
+                                    self.patch_grid)
+            return {"modality": PATCH_MODALITY, "pixel_values": collated["pixel_values"], "patch_targets": targets}
         return model_inputs(collated, tokenizer)
 
 

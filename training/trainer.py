@@ -20,14 +20,26 @@ from .trainer_config import StageConfig
 from .trainer_distributed import Distributed
 from .trainer_plot import plot_losses
 from .trainer_state import latest_checkpoint, load_checkpoint, make_optimizer, save_checkpoint
+from .vision_pretraining import MODALITY as PATCH_MODALITY
+from .vision_pretraining import PatchAttributeHead, patch_attribute_loss
 
 METRICS_NAME = "metrics.jsonl"
 LOSS_CURVE_NAME = "loss_curve.png"
 
 
-def trainable_parameters(model: RegionBLIP, stage: StageConfig) -> dict[str, nn.Parameter]:
-    """The stage's set (freeze_for), plus the encoders the config asks to train from their random start."""
+def training_heads(model: RegionBLIP, stage: StageConfig) -> nn.ModuleDict:
+    """Modules that only training uses, never part of the model: the patch head of a vision stage."""
+    heads = nn.ModuleDict()
+    if any(task.modality == PATCH_MODALITY for task in stage.tasks):
+        heads["patch"] = PatchAttributeHead(model.config.vision_config().hidden_size)
+    return heads
+
+
+def trainable_parameters(model: RegionBLIP, stage: StageConfig, heads: nn.ModuleDict) -> dict[str, nn.Parameter]:
+    """The stage's set (freeze_for), plus the encoders the config asks to train from their random start, plus the
+    training heads (named 'heads.<...>')."""
     named = dict(model.freeze_for(stage.kind))
+    named.update({f"heads.{n}": p for n, p in heads.named_parameters()})
     extra = (["vision_model."] if stage.train_vision else []) + (["point_encoder."] if stage.train_point_encoder
                                                                    else [])
     for name, parameter in model.named_parameters():
@@ -61,9 +73,13 @@ def language_only_loss(model: RegionBLIP, input_ids, attention_mask) -> RegionBL
     return RegionBLIPOutput(loss=out.loss, lm_loss=out.loss, box_loss=None, logits=out.logits)
 
 
-def task_loss(model: RegionBLIP, inputs: dict) -> RegionBLIPOutput:
+def task_loss(model: RegionBLIP, inputs: dict, heads: nn.ModuleDict) -> RegionBLIPOutput:
     if inputs["modality"] == "text":
         return language_only_loss(model, inputs["input_ids"], inputs["attention_mask"])
+    if inputs["modality"] == PATCH_MODALITY:
+        loss = patch_attribute_loss(model.vision_model, heads["patch"], inputs["pixel_values"],
+                                    inputs["patch_targets"])
+        return RegionBLIPOutput(loss=loss, lm_loss=None, box_loss=None, logits=None)
     return model(**inputs)
 
 
@@ -72,7 +88,9 @@ class StageTrainer:
                  dist: Distributed):
         self.model, self.stage, self.tokenizer, self.dist = model, stage, tokenizer, dist
         self.stage_dir, self.metrics_path = stage_dir, stage_dir / METRICS_NAME
-        self.named = trainable_parameters(model, stage)
+        self.heads = training_heads(model, stage).to(dist.device)
+        dist.broadcast_model(self.heads)  # each rank drew its own random start
+        self.named = trainable_parameters(model, stage, self.heads)
         self.parameters = list(self.named.values())
         self.optimizer = make_optimizer(self.named, stage)
         self.cycle = task_cycle([t.weight for t in stage.tasks])
@@ -95,7 +113,7 @@ class StageTrainer:
         if found is None:
             return 0
         state = load_checkpoint(found, self.model, self.optimizer, stage=self.stage, rank=self.dist.rank,
-                                world_size=self.dist.world_size)
+                                world_size=self.dist.world_size, heads=self.heads)
         step = state["step"]
         expected = [batches_drawn(self.cycle, step * self.stage.grad_accum, i) for i in range(len(self.streams))]
         if state["task_batches"] != expected:
@@ -121,10 +139,10 @@ class StageTrainer:
         for k in range(self.stage.grad_accum):
             task, inputs = self._micro_batch(step * self.stage.grad_accum + k)
             with self._autocast():
-                out = task_loss(self.model, inputs)
+                out = task_loss(self.model, inputs, self.heads)
             (out.loss / self.stage.grad_accum).backward()
             records.append({"stage": self.stage.name, "step": step, "task": task, "loss": out.loss.item(),
-                            "lm_loss": out.lm_loss.item(),
+                            "lm_loss": None if out.lm_loss is None else out.lm_loss.item(),
                             "box_loss": None if out.box_loss is None else out.box_loss.item(), "lr": lr})
         self.dist.average_gradients(self.parameters)
         if self.stage.clip_grad_norm:
@@ -140,6 +158,7 @@ class StageTrainer:
         start = self._restore() if resume else 0
         end = self.stage.steps if stop_after is None else min(self.stage.steps, stop_after)
         self.model.train()
+        self.heads.train()
         started = time.perf_counter()
         bar = tqdm(range(start, end), initial=start, total=self.stage.steps, desc=f"stage {self.stage.name}",
                    disable=not self.dist.is_main, dynamic_ncols=True)
@@ -160,7 +179,7 @@ class StageTrainer:
                                     for i in range(len(self.streams))]
                     save_checkpoint(self.stage_dir, self.model, self.optimizer, stage=self.stage, step=done,
                                     task_batches=task_batches, rank=self.dist.rank, world_size=self.dist.world_size,
-                                    barrier=self.dist.barrier, tokenizer=self.tokenizer)
+                                    barrier=self.dist.barrier, tokenizer=self.tokenizer, heads=self.heads)
         bar.close()
         self.model.eval()
         if self.dist.is_main and self.metrics_path.exists():

@@ -1,7 +1,8 @@
 """The training recipe as read from YAML (config/train_*.yaml): model size, tokenizer, and the stages in order.
 
-A stage is one run of the optimizer over one trainable set (`RegionBLIP.freeze_for`): "blip2" trains the BLIP-2
-image path on whole-image captioning, "regionblip" freezes it and trains the RegionBLIP parts. Each stage interleaves
+A stage is one run of the optimizer over one trainable set (`RegionBLIP.freeze_for`): "vision" pre-trains the ViT
+(training/vision_pretraining.py), "blip2" trains the BLIP-2 image path on whole-image captioning, "regionblip" freezes
+it and trains the RegionBLIP parts. Each stage interleaves
 its tasks (a dataset + modality) step by step. Every field is checked here, so a typo fails before any training.
 """
 
@@ -14,12 +15,14 @@ from pathlib import Path
 import yaml
 
 from .config import MODALITIES, RegionBLIPConfig
+from .vision_pretraining import MODALITY as PATCH_MODALITY
 
-STAGE_KINDS = ("blip2", "regionblip")
+STAGE_KINDS = ("vision", "blip2", "regionblip")
 DATA_SOURCES = ("synthetic",)
 AMP_MODES = (None, "bf16")
-# "text": language modelling on caption text alone (the LLM's pre-training, which OPT brings in BLIP-2)
-TASK_MODALITIES = (*MODALITIES, "text")
+# "text": language modelling on caption text alone (the LLM's pre-training, which OPT brings in BLIP-2);
+# "image_patches": the ViT names the object centred on each patch (a vision stage's only task)
+TASK_MODALITIES = (*MODALITIES, "text", PATCH_MODALITY)
 
 
 class TrainConfigError(ValueError):
@@ -40,7 +43,7 @@ class TaskConfig:
 @dataclass
 class StageConfig:
     name: str
-    kind: str  # "blip2" | "regionblip": the trainable set
+    kind: str  # "vision" | "blip2" | "regionblip": the trainable set
     tasks: list[TaskConfig]
     steps: int
     batch_size: int = 32  # per process and micro-batch
@@ -53,7 +56,8 @@ class StageConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     clip_grad_norm: float | None = 1.0
     amp: str | None = None  # autocast dtype; on CPU bf16 was measured slower for these sizes, so off by default
-    train_vision: bool = False  # blip2 only: BLIP-2 freezes a pretrained ViT; a random one must learn
+    # blip2 only: BLIP-2 freezes a pretrained ViT; a random one must learn here unless a vision stage pretrained it
+    train_vision: bool = False
     train_point_encoder: bool = False  # regionblip only: Point-BERT is frozen pretrained in the release
     # regionblip only: modalities whose query tokens and LLM projection (and, for point modalities, the point Q-Former)
     # start as copies of the trained image path; the others start fresh
@@ -127,8 +131,10 @@ def _stage(values: dict, index: int) -> StageConfig:
             raise TrainConfigError(f"{where}.{name} must be a positive integer, got {getattr(stage, name)!r}")
     if stage.kind == "regionblip" and stage.train_vision:
         raise TrainConfigError(f"{where}: train_vision in a regionblip stage would change the frozen image path")
-    if stage.kind == "blip2" and (stage.train_point_encoder or stage.init_from_image):
+    if stage.kind != "regionblip" and (stage.train_point_encoder or stage.init_from_image):
         raise TrainConfigError(f"{where}: train_point_encoder and init_from_image belong to a regionblip stage")
+    if stage.kind == "vision" and stage.train_vision:
+        raise TrainConfigError(f"{where}: a vision stage trains the ViT alone; train_vision belongs to a blip2 stage")
     if not isinstance(stage.init_from_image, list) or not set(stage.init_from_image) <= set(MODALITIES[1:]):
         raise TrainConfigError(f"{where}.init_from_image must list modalities from {list(MODALITIES[1:])}, got "
                                f"{stage.init_from_image!r}")
@@ -140,6 +146,9 @@ def _stage(values: dict, index: int) -> StageConfig:
         if task.data not in DATA_SOURCES:
             raise TrainConfigError(f"{where}.tasks[{i}].data is {task.data!r}: this trainer reads "
                                    f"{list(DATA_SOURCES)} data")
+        if (stage.kind == "vision") != (task.modality == PATCH_MODALITY):
+            raise TrainConfigError(f"{where}.tasks[{i}]: {PATCH_MODALITY!r} is the task of a vision stage, and its "
+                                   f"only one; got {task.modality!r} in a {stage.kind} stage")
         if stage.kind == "blip2" and task.modality not in ("image", "text"):
             raise TrainConfigError(f"{where}: a blip2 stage trains the image modality (and text), not "
                                    f"{task.modality!r}")

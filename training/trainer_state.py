@@ -4,6 +4,7 @@ A training checkpoint is a directory `checkpoint-<step>/`:
     config.json, model.safetensors     the model with its tokenizer (RegionBLIP.save_pretrained): evaluable on its own
     tokenizer.json, tokenizer_config.json
     optimizer.safetensors              AdamW moments per parameter *name*: "<name>::exp_avg", "::exp_avg_sq", "::step"
+    heads.safetensors                  training-only heads (a vision stage's patch head), when the stage has any
     rng-rank<r>.safetensors            torch CPU (+ CUDA) generator states of every process
     trainer_state.json                 step, batches drawn per task, stage name, world size
 Written to a temporary directory and renamed, so a crash never leaves half a checkpoint behind.
@@ -24,6 +25,7 @@ from .trainer_config import StageConfig
 
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
+HEADS_NAME = "heads.safetensors"
 MOMENTS = ("exp_avg", "exp_avg_sq", "step")
 
 
@@ -86,15 +88,26 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def parameter_names(model: nn.Module, heads: nn.Module | None) -> dict[nn.Parameter, str]:
+    """What the optimizer state is keyed by: the model's parameter names and 'heads.<name>' for training heads."""
+    names = {p: n for n, p in model.named_parameters()}
+    if heads is not None:
+        names.update({p: f"heads.{n}" for n, p in heads.named_parameters()})
+    return names
+
+
 def save_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, stage: StageConfig,
-                    step: int, task_batches: list[int], rank: int, world_size: int, barrier, tokenizer=None) -> Path:
-    """All ranks call this: rank 0 writes model, optimizer and state, every rank its own RNG state."""
+                    step: int, task_batches: list[int], rank: int, world_size: int, barrier, tokenizer=None,
+                    heads: nn.Module | None = None) -> Path:
+    """All ranks call this: rank 0 writes model, heads, optimizer and state, every rank its own RNG state."""
     final, staging = checkpoint_dir(stage_dir, step), stage_dir / f".tmp-checkpoint-{step:07d}"
     if rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging, tokenizer=tokenizer)
-        names = {p: n for n, p in model.named_parameters()}
-        save_file(optimizer_tensors(optimizer, names), str(staging / OPTIMIZER_NAME))
+        if heads is not None and len(heads):
+            save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
+                      str(staging / HEADS_NAME))
+        save_file(optimizer_tensors(optimizer, parameter_names(model, heads)), str(staging / OPTIMIZER_NAME))
     barrier()
     save_file(rng_state(), str(staging / f"rng-rank{rank}.safetensors"))
     barrier()
@@ -110,8 +123,8 @@ def save_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Op
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, stage: StageConfig,
-                    rank: int, world_size: int) -> dict:
-    """Restore model, optimizer and this rank's RNG; returns the trainer state (step, task_batches)."""
+                    rank: int, world_size: int, heads: nn.Module | None = None) -> dict:
+    """Restore model, heads, optimizer and this rank's RNG; returns the trainer state (step, task_batches)."""
     state = json.loads((directory / STATE_NAME).read_text())
     if state["stage"] != stage.name:
         raise ValueError(f"{directory} belongs to stage {state['stage']!r}, not {stage.name!r}")
@@ -119,7 +132,11 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
         raise ValueError(f"{directory} was written by {state['world_size']} processes, this run has {world_size}: "
                          "resume with the same --nproc_per_node (the data order depends on it)")
     checkpoint.load_weights(model, directory / checkpoint.WEIGHTS_NAME)
-    names = {p: n for n, p in model.named_parameters()}
-    load_optimizer_tensors(optimizer, load_file(str(directory / OPTIMIZER_NAME)), names)
+    if heads is not None and len(heads):
+        if not (directory / HEADS_NAME).is_file():
+            raise ValueError(f"{directory} has no {HEADS_NAME} for this stage's training heads: resume with the "
+                             "config that wrote it")
+        heads.load_state_dict(load_file(str(directory / HEADS_NAME)))
+    load_optimizer_tensors(optimizer, load_file(str(directory / OPTIMIZER_NAME)), parameter_names(model, heads))
     set_rng_state(load_file(str(directory / f"rng-rank{rank}.safetensors")))
     return state
