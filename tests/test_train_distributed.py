@@ -37,8 +37,17 @@ RANK_SCRIPT = textwrap.dedent("""
     dist.broadcast_model(model)
     if dist.rank == 0:
         save_model(model, str(out / "initial.safetensors"))
+    # the vision stage first: its patch head starts random on each rank (seeded per rank) and must be broadcast
+    (out / "vision").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(100 + dist.rank)
+    vision = StageTrainer(model, config.stages[0], tokenizer=default_tokenizer(), seed=0, stage_dir=out / "vision",
+                          dist=dist)
+    vision.run(resume=False)
+    save_model(vision.heads, str(out / f"heads-rank{dist.rank}.safetensors"))
+    save_model(model, str(out / f"vision-rank{dist.rank}.safetensors"))
     (out / "stage").mkdir(parents=True, exist_ok=True)
-    trainer = StageTrainer(model, config.stages[1], tokenizer=default_tokenizer(), seed=0, stage_dir=out / "stage",
+    regionblip = next(stage for stage in config.stages if stage.kind == "regionblip")
+    trainer = StageTrainer(model, regionblip, tokenizer=default_tokenizer(), seed=0, stage_dir=out / "stage",
                            dist=dist)
     trainer.run(resume=False)
     save_model(model, str(out / f"rank{dist.rank}.safetensors"))
@@ -57,10 +66,13 @@ def test_two_cpu_processes_hold_identical_weights_after_training_steps(tmp_path)
                              str(tmp_path / "rank.py"), str(tmp_path / "recipe.yaml"), str(tmp_path)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for name in ("heads-rank{}", "vision-rank{}", "rank{}"):
+        rank0, rank1 = (load_file(tmp_path / f"{name.format(r)}.safetensors") for r in (0, 1))
+        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), name
     assert (tmp_path / "indices-rank0.json").read_text() != (tmp_path / "indices-rank1.json").read_text()
-    initial = load_file(tmp_path / "initial.safetensors")
+    initial, vision = load_file(tmp_path / "initial.safetensors"), load_file(tmp_path / "vision-rank0.safetensors")
+    assert not torch.equal(initial["vision_model.embeddings.patch_embedding.weight"],
+                           vision["vision_model.embeddings.patch_embedding.weight"])
     assert not torch.equal(initial["query_tokens.image_region"], rank0["query_tokens.image_region"])  # it trained
     assert torch.equal(initial["query_tokens.image"], rank0["query_tokens.image"])  # frozen in this stage
     checkpoint = {p.name for p in (tmp_path / "stage" / "checkpoint-0000002").iterdir()}

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from .config import REGION_MODALITIES, RegionBLIPConfig
-from .data import SyntheticImageDataset, SyntheticPointDataset, collate_images, collate_points
+from .data import (Cap3DDataset, ScanReferDataset, SyntheticImageDataset, SyntheticPointDataset, collate_images,
+                   collate_points, load_refcoco, load_region_json)
 from .trainer_config import TaskConfig
 from .vision_pretraining import MODALITY as PATCH_MODALITY
 from .vision_pretraining import patch_targets
@@ -42,10 +43,27 @@ class SyntheticCaptions:
         return f"{caption}\n{caption}"
 
 
-def make_dataset(task: TaskConfig, split: str, model_config: RegionBLIPConfig):
-    """Point clouds get the model's point counts (object_num_points, scene_num_points), which the runtime uses too."""
+def real_dataset(task: TaskConfig, model_config: RegionBLIPConfig, seed: int = 0):
+    """A real source's reader (TaskConfig.paths checked by trainer_config); bad entries are reported and skipped."""
+    paths = task.paths
+    if task.data == "refcoco":
+        return load_refcoco(paths["instances_json"], paths["refs_json"], paths["image_dir"], split=task.split)
+    if task.data == "region_json":
+        return load_region_json(paths["path"], paths["image_root"])
+    if task.data == "cap3d":
+        return Cap3DDataset(paths["captions_file"], paths["points_dir"], augment=task.augment,
+                            num_points=model_config.object_num_points, seed=seed)
+    if task.data == "scanrefer":
+        return ScanReferDataset(paths["scanrefer_json"], paths["scannet_dir"], augment=task.augment,
+                                num_points=model_config.scene_num_points, seed=seed)
+    raise ValueError(f"unknown data source {task.data!r}")
+
+
+def make_dataset(task: TaskConfig, split: str, model_config: RegionBLIPConfig, seed: int = 0):
+    """Point clouds get the model's point counts (object_num_points, scene_num_points), which the runtime uses too.
+    `split` picks the synthetic split ("train" or the held-out "eval"); a real source reads its own files."""
     if task.data != "synthetic":
-        raise ValueError(f"data source {task.data!r} is not supported by the trainer: use 'synthetic'")
+        return real_dataset(task, model_config, seed)
     if task.modality == "text":
         return SyntheticCaptions(split, task.length, task.max_objects)
     if task.modality in ("image", "image_region", PATCH_MODALITY):
@@ -92,7 +110,7 @@ class TaskStream:
     def __init__(self, task: TaskConfig, task_index: int, *, seed: int, batch_size: int, model_config: RegionBLIPConfig,
                  rank: int = 0, world_size: int = 1):
         self.task, self.task_index = task, task_index
-        self.dataset = make_dataset(task, "train", model_config)
+        self.dataset = make_dataset(task, "train", model_config, seed)
         self.seed, self.batch_size, self.image_size = seed, batch_size, model_config.image_size
         self.patch_grid = model_config.image_size // model_config.vision_config().patch_size
         self.rank, self.world_size = rank, world_size
@@ -104,15 +122,28 @@ class TaskStream:
                             .permutation(len(self.dataset))}
         return self._orders[epoch]
 
-    def indices(self, n: int) -> list[int]:
+    def _positions(self, n: int) -> list[tuple[int, int]]:
+        """(epoch, dataset index) of each sample of batch n."""
         start = (n * self.world_size + self.rank) * self.batch_size
-        length = len(self.dataset)
-        return [int(self._order(p // length)[p % length]) for p in range(start, start + self.batch_size)]
+        epochs = [divmod(p, len(self.dataset)) for p in range(start, start + self.batch_size)]
+        return [(epoch, int(self._order(epoch)[offset])) for epoch, offset in epochs]
+
+    def indices(self, n: int) -> list[int]:
+        return [index for _, index in self._positions(n)]
+
+    def samples(self, n: int) -> list:
+        """Batch n's samples; a dataset that augments (set_epoch) draws each with the epoch it belongs to."""
+        samples = []
+        for epoch, index in self._positions(n):
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            samples.append(self.dataset[index])
+        return samples
 
     def batch(self, n: int, tokenizer) -> dict:
         if self.task.modality == "text":
-            return {"modality": "text", **tokenize_captions([self.dataset[i] for i in self.indices(n)], tokenizer)}
-        samples = [self.dataset[i] for i in self.indices(n)]
+            return {"modality": "text", **tokenize_captions(self.samples(n), tokenizer)}
+        samples = self.samples(n)
         collated = collate(samples, self.image_size)
         if self.task.modality == PATCH_MODALITY:
             targets = patch_targets([s.attributes["objects"] for s in samples], [s.image.shape[1] for s in samples],

@@ -18,7 +18,14 @@ from .config import MODALITIES, RegionBLIPConfig
 from .vision_pretraining import MODALITY as PATCH_MODALITY
 
 STAGE_KINDS = ("vision", "blip2", "regionblip")
-DATA_SOURCES = ("synthetic",)
+# The real datasets a task can read (training/data/): the modality each holds and the files its reader needs.
+REAL_SOURCES = {
+    "refcoco": ("image_region", ("instances_json", "refs_json", "image_dir")),  # RefCOCO / RefCOCO+ / RefCOCOg
+    "region_json": ("image_region", ("path", "image_root")),  # RegionBLIP's region json list
+    "cap3d": ("pointcloud", ("captions_file", "points_dir")),  # Cap3D captions + Objaverse {uid}_8192.npz
+    "scanrefer": ("pointcloud_region", ("scanrefer_json", "scannet_dir")),  # ScanRefer + ScanNet *_aligned_*.npy
+}
+DATA_SOURCES = ("synthetic", *REAL_SOURCES)
 AMP_MODES = (None, "bf16")
 # "text": language modelling on caption text alone (the LLM's pre-training, which OPT brings in BLIP-2);
 # "image_patches": the ViT names the object centred on each patch (a vision stage's only task)
@@ -33,11 +40,14 @@ class TrainConfigError(ValueError):
 class TaskConfig:
     modality: str  # one of the model's modalities, or "text"
     name: str | None = None  # in metrics and progress; defaults to the modality (name tasks that share one)
-    data: str = "synthetic"
+    data: str = "synthetic"  # or a real source of REAL_SOURCES
     weight: int = 1  # batches of this task per cycle of the stage's task schedule
-    length: int = 100_000  # dataset size (synthetic: samples are generated from (split, modality, index))
+    length: int = 100_000  # synthetic dataset size (samples are generated from (split, modality, index))
     image_size: int = 112  # synthetic images are drawn at this size, then resized to the model's
     max_objects: int = 5
+    paths: dict = field(default_factory=dict)  # a real source's files (relative ones from the working directory)
+    split: str = "train"  # refcoco: the refs' split to read
+    augment: bool = True  # cap3d, scanrefer: the release's point-cloud augmentation, drawn anew each epoch
 
 
 @dataclass
@@ -112,7 +122,26 @@ def model_config(values: dict) -> RegionBLIPConfig:
         raise TrainConfigError(f"model: {error}") from error
 
 
-def _stage(values: dict, index: int) -> StageConfig:
+def _real_source(task: TaskConfig, where: str, base_dir: Path) -> None:
+    """Check a real source's modality and that its files exist."""
+    if task.data not in REAL_SOURCES:
+        if task.paths:
+            raise TrainConfigError(f"{where}.paths: only a real data source ({list(REAL_SOURCES)}) reads files")
+        return
+    modality, keys = REAL_SOURCES[task.data]
+    if task.modality != modality:
+        raise TrainConfigError(f"{where}: {task.data} holds {modality} samples, not {task.modality!r}")
+    if not isinstance(task.paths, dict) or sorted(task.paths) != sorted(keys):
+        got = sorted(task.paths) if isinstance(task.paths, dict) else task.paths
+        raise TrainConfigError(f"{where}.paths: {task.data} needs exactly {list(keys)}, got {got}")
+    task.paths = {key: base_dir / str(task.paths[key]) for key in keys}
+    for key, path in task.paths.items():
+        if not path.exists():
+            raise TrainConfigError(f"{where}.paths.{key}: {path} does not exist (relative paths start from the "
+                                   "working directory)")
+
+
+def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
     where = f"stages[{index}]"
     values = dict(values)
     tasks = values.pop("tasks", None)
@@ -146,6 +175,7 @@ def _stage(values: dict, index: int) -> StageConfig:
         if task.data not in DATA_SOURCES:
             raise TrainConfigError(f"{where}.tasks[{i}].data is {task.data!r}: this trainer reads "
                                    f"{list(DATA_SOURCES)} data")
+        _real_source(task, f"{where}.tasks[{i}]", base_dir)
         if (stage.kind == "vision") != (task.modality == PATCH_MODALITY):
             raise TrainConfigError(f"{where}.tasks[{i}]: {PATCH_MODALITY!r} is the task of a vision stage, and its "
                                    f"only one; got {task.modality!r} in a {stage.kind} stage")
@@ -183,7 +213,7 @@ def parse_train_config(values: dict, base_dir: Path = Path(".")) -> TrainConfig:
             values["tokenizer"] = str(init)
     else:
         values["model"] = model_config(values.get("model"))
-    values["stages"] = [_stage(s, i) for i, s in enumerate(values["stages"])]
+    values["stages"] = [_stage(s, i, base_dir) for i, s in enumerate(values["stages"])]
     names = [s.name for s in values["stages"]]
     if len(set(names)) != len(names):
         raise TrainConfigError(f"stage names must be unique, got {names}")
