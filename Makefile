@@ -48,8 +48,8 @@ demo: $(STAMP)
 clean:
 	rm -rf $(VENV) build
 
-# Both stages from scratch (runs/default/{blip2,regionblip}), then models/default/ (committed). The evaluation
-# checks the held-out scores and that stage 2 left the image modality bit-identical to stage 1.
+# The three stages from scratch (runs/default/{vision,blip2,regionblip}), then models/default/ (committed).
+# The evaluation checks the held-out scores and that stage 2 left the image modality bit-identical to stage 1.
 train-default: $(STAMP)
 	$(PY) -m training.train --config config/train_default.yaml --overwrite
 	$(PY) -m training.evaluate --ckpt models/default --compare-image runs/default/blip2/final --num 200 --seed 1 \

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 pytestmark = pytest.mark.ros
@@ -22,9 +23,10 @@ DEFAULT_MODEL = ROOT / "models" / "default"
 SHORT_S = 2.0
 
 
-def run_demo(checkpoint: Path, out: Path, bundle: Path, duration: float = SHORT_S) -> dict:
+def run_demo(checkpoint: Path, out: Path, bundle: Path, duration: float = SHORT_S, config: Path | None = None) -> dict:
+    extra = [] if config is None else ["--config", str(config)]
     assert demo.main(["--duration", str(duration), "--checkpoint", str(checkpoint), "--out", str(out),
-                      "--bundle", str(bundle)]) == 0
+                      "--bundle", str(bundle), *extra]) == 0
     return json.loads((out / "summary.json").read_text())
 
 
@@ -208,25 +210,30 @@ needs_default_model = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
+    """make demo's configuration at half its sensor rates for 10 s: the describer keeps up even on a loaded CI
+    machine, so it describes the same held-out frames (the first 50 camera, 25 LiDAR) every run, and the accuracy
+    is a property of the model, not of which frames a busy worker happened to drop."""
     out = tmp_path_factory.mktemp("default")
-    return run_demo(DEFAULT_MODEL, out / "out", out / "bundle", duration=6.0)
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    rates = config["sim_sensors"]["ros__parameters"]
+    rates.update(camera_rate_hz=rates["camera_rate_hz"] / 2, lidar_rate_hz=rates["lidar_rate_hz"] / 2)
+    (out / "demo.yaml").write_text(yaml.safe_dump(config))
+    return run_demo(DEFAULT_MODEL, out / "out", out / "bundle", duration=10.0, config=out / "demo.yaml")
 
 
 @needs_default_model
 def test_the_default_model_describes_regions_of_both_sensors_through_the_node(default_run):
-    # Minimums a loaded 2-core CI machine clears (6 s at 10 Hz / 5 Hz; the worker drops what it cannot keep up with)
-    assert default_run["modalities"]["image_region"]["regions_described"] >= 30
-    assert default_run["modalities"]["pointcloud_region"]["regions_described"] >= 10
+    # 10 s at 5 Hz / 2.5 Hz publish 50 camera and 25 LiDAR frames; minimums a loaded 2-core CI machine clears
+    assert default_run["modalities"]["image_region"]["regions_described"] >= 100
+    assert default_run["modalities"]["pointcloud_region"]["regions_described"] >= 40
     assert default_run["unmatched_description_arrays"] == 0
     assert all(0.0 <= default_run["accuracy"][m] <= 1.0 for m in ("image_region", "pointcloud_region"))
 
 
 @needs_default_model
-@pytest.mark.xfail(strict=False, reason="issues #4/#8 are open: in the demo, whose detector boxes are off by up to "
-                   "1 px, the embedded default model describes image regions at 0.943 exact match against the 0.95 "
-                   "threshold (0.965 held-out with exact boxes; point regions 0.969 meet theirs). Not strict: that "
-                   "close to the threshold, the ~150 regions of a 6 s run land either side of it, depending on which "
-                   "frames the worker drops. Remove the marker once a model clears 0.95 with margin.")
 def test_the_default_model_describes_the_demo_scenes_as_accurately_as_training_requires(default_run):
+    # the thresholds of the training issue: image regions 0.95, point regions 0.90. Measured: here 0.979 of 141 and
+    # 0.986 of 72 regions; make demo (20 s at full rates, frames dropped by a busy worker) 0.965 of 520, 0.953 of 211
+    # (held-out with exact boxes: 0.990, 0.965)
     assert default_run["accuracy"]["image_region"] >= 0.95
     assert default_run["accuracy"]["pointcloud_region"] >= 0.90

@@ -7,10 +7,10 @@ training tool only. It lives in the stage's checkpoints (heads.safetensors, for 
 stage; what the next stages get is the ViT.
 
 Measured on the default ViT (96 px, patch 12, 3 layers), batches of 32: after 1500 steps the head names 97.6 % of
-held-out objects' shapes (colour 100 %, size 99 %); a 4-layer ViT, lr 2e-3 or 3000 steps did no better. Stage 1 on
-this ViT, frozen as BLIP-2 freezes its own, reached whole-image exact match 0.805 in 3500 steps (object count 0.99),
-against 0.255 when the random ViT learned through the captioning loss of stage 1 (train_vision), and ran 223 s
-instead of 321 s.
+held-out objects' shapes (colour 100 %, size 99 %); a 4-layer ViT, lr 2e-3, an MLP head or 3000 steps did no better.
+With this stage (1500 steps) and stage 1 on its ViT, frozen as BLIP-2 freezes its own (3500 steps), whole images
+scored 0.890 held-out exact match (object count 0.995), against 0.255 when the random ViT learned through stage 1's
+captioning loss (train_vision); stage 1 ran 206 s instead of 321 s.
 """
 
 from __future__ import annotations
