@@ -223,17 +223,19 @@ def default_run(tmp_path_factory):
 
 @needs_default_model
 def test_the_default_model_describes_regions_of_both_sensors_through_the_node(default_run):
-    # 10 s at 5 Hz / 2.5 Hz publish 50 camera and 25 LiDAR frames; minimums a loaded 2-core CI machine clears
+    # 10 s at 5 Hz / 2.5 Hz publish 50 camera and 25 LiDAR frames (141 and 72 regions); minimums a loaded 2-core CI
+    # machine clears (within make test, 7 of the 25 LiDAR frames went undescribed: 48 regions)
     assert default_run["modalities"]["image_region"]["regions_described"] >= 100
-    assert default_run["modalities"]["pointcloud_region"]["regions_described"] >= 40
+    assert default_run["modalities"]["pointcloud_region"]["regions_described"] >= 25
     assert default_run["unmatched_description_arrays"] == 0
     assert all(0.0 <= default_run["accuracy"][m] <= 1.0 for m in ("image_region", "pointcloud_region"))
 
 
 @needs_default_model
 def test_the_default_model_describes_the_demo_scenes_as_accurately_as_training_requires(default_run):
-    # the thresholds of the training issue: image regions 0.95, point regions 0.90. Measured: here 0.979 of 141 and
-    # 0.986 of 72 regions; make demo (20 s at full rates, frames dropped by a busy worker) 0.965 of 520, 0.953 of 211
-    # (held-out with exact boxes: 0.990, 0.965)
+    # the thresholds of the training issue: image regions 0.95, point regions 0.90. Measured: 0.979 of 141 regions
+    # (3 wrong) and 0.986 of 72 (1 wrong); a run that drops frames scores a subset of these same regions (1.000 of 48
+    # within make test). make demo (20 s at full rates) scored 0.965 of 520 and 0.953 of 211; held-out with exact
+    # boxes 0.990 and 0.965.
     assert default_run["accuracy"]["image_region"] >= 0.95
     assert default_run["accuracy"]["pointcloud_region"] >= 0.90
