@@ -2,8 +2,11 @@
 
 python tests/burst_source.py NAMESPACE RATE_HZ FRAMES FIRST_SEC: waits until the node's image, regions_2d and
 descriptions topics are matched, publishes FRAMES images at RATE_HZ with each one's regions sent with the next
-image, keeps listening until no description has arrived for QUIET_S, and prints JSON: the stamps sent, when each
-image was published and when each frame's descriptions arrived (time.monotonic(), which is system-wide).
+image, prints "published" and waits for a line on stdin (the test sends it once the node's worker is idle, so
+every description has been published), keeps listening until no description has arrived for QUIET_S, and prints
+JSON: the stamps sent, when each image was published and when each frame's descriptions arrived
+(time.monotonic(), which is system-wide). Without the handshake a starved node could still be describing when a
+quiet spell ended the listening (2 of 221 descriptions missed once in CI).
 """
 import json
 import sys
@@ -59,6 +62,8 @@ def main() -> int:
             regions_pub.publish(Region2DArray(header=previous, regions=regions))
         previous = image.header
 
+    print("published", flush=True)
+    sys.stdin.readline()  # the node's worker is idle (or the test is gone: EOF)
     drain_end = time.monotonic() + MAX_DRAIN_S
     while time.monotonic() < drain_end:
         last = described[-1][1] if described else start

@@ -97,6 +97,19 @@ class BurstRig:
         self.node.destroy_node()
 
 
+def collect_lines(stream) -> tuple[list[str], threading.Thread]:
+    """The lines of `stream`, appended by a thread as they arrive; all there once that thread has ended."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def run_burst(rig: BurstRig, describer: DescriberDouble) -> Burst:
     """Run the source process (FRAMES images at RATE_HZ, each one's regions with the next image, as a detector
     running at the camera's rate would), sample this process's memory meanwhile, then read both sides' records."""
@@ -104,15 +117,23 @@ def run_burst(rig: BurstRig, describer: DescriberDouble) -> Burst:
     source = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("burst_source.py")), rig.namespace, str(RATE_HZ),
          str(FRAMES), str(FIRST_SEC)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])})
-    sampled_from = time.monotonic()
+    (lines, out_reader), (errors, err_reader) = collect_lines(source.stdout), collect_lines(source.stderr)
+    sampled_from, idle = time.monotonic(), None
     while source.poll() is None:
         burst.rss_mb.append((time.monotonic() - sampled_from, rss_mb()))
+        if idle is None and lines[:1] == ["published\n"]:
+            # every frame is out: once the worker is idle every description is published; the source then drains
+            idle = rig.node.worker.wait_idle(TIMEOUT_S)
+            source.stdin.write("idle\n")
+            source.stdin.close()
         time.sleep(RSS_SAMPLE_S)
-    out, err = source.communicate()
-    assert source.returncode == 0, f"the burst source failed: {err[-2000:]}"
-    record = json.loads(out)
+    for reader in (out_reader, err_reader):
+        reader.join(TIMEOUT_S)
+    assert source.returncode == 0, f"the burst source failed: {''.join(errors)[-2000:]}"
+    assert idle, f"the worker was still busy {TIMEOUT_S} s after the burst"
+    record = json.loads(lines[-1])
     # Memory is judged over the burst itself, not the source's start-up and drain.
     burst_end = record["start"] + BURST_S
     burst.rss_mb = [(t - (record["start"] - sampled_from), mb) for t, mb in burst.rss_mb
@@ -122,7 +143,6 @@ def run_burst(rig: BurstRig, describer: DescriberDouble) -> Burst:
     burst.described = [tuple(d) for d in record["described"]]
 
     node = rig.node
-    assert node.worker.wait_idle(5.0), "the worker was still busy 5 s after the burst"
     assert len(burst.described) == sum(node.worker.processed().values()), \
         "some descriptions the node published never arrived"
     burst.received = node.stats.counts().get("regions_2d", 0)
