@@ -19,7 +19,7 @@ from .tasks import TaskStream, to_device
 from .trainer_config import StageConfig
 from .trainer_distributed import Distributed
 from .trainer_plot import plot_losses
-from .trainer_state import latest_checkpoint, load_checkpoint, make_optimizer, save_checkpoint
+from .trainer_state import HEADS_PREFIX, latest_checkpoint, load_checkpoint, make_optimizer, save_checkpoint
 from .vision_pretraining import MODALITY as PATCH_MODALITY
 from .vision_pretraining import PatchAttributeHead, patch_attribute_loss
 
@@ -39,7 +39,7 @@ def trainable_parameters(model: RegionBLIP, stage: StageConfig, heads: nn.Module
     """The stage's set (freeze_for), plus the encoders the config asks to train from their random start, plus the
     training heads (named 'heads.<...>')."""
     named = dict(model.freeze_for(stage.kind))
-    named.update({f"heads.{n}": p for n, p in heads.named_parameters()})
+    named.update({HEADS_PREFIX + n: p for n, p in heads.named_parameters()})
     extra = (["vision_model."] if stage.train_vision else []) + (["point_encoder."] if stage.train_point_encoder
                                                                    else [])
     for name, parameter in model.named_parameters():

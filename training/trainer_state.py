@@ -26,6 +26,7 @@ from .trainer_config import StageConfig
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 HEADS_NAME = "heads.safetensors"
+HEADS_PREFIX = "heads."  # training heads' parameter names, beside the model's
 MOMENTS = ("exp_avg", "exp_avg_sq", "step")
 
 
@@ -92,7 +93,7 @@ def parameter_names(model: nn.Module, heads: nn.Module | None) -> dict[nn.Parame
     """What the optimizer state is keyed by: the model's parameter names and 'heads.<name>' for training heads."""
     names = {p: n for n, p in model.named_parameters()}
     if heads is not None:
-        names.update({p: f"heads.{n}" for n, p in heads.named_parameters()})
+        names.update({p: HEADS_PREFIX + n for n, p in heads.named_parameters()})
     return names
 
 
