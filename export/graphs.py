@@ -82,7 +82,7 @@ class QFormerPrompt(nn.Module):
         if self.crop:  # the region's own cloud through Point-BERT (training/pafe.py)
             self.point_encoder, self.point_adapter = model.point_encoder, model.point_adapter
         if self.feature_mask:  # PaFE's box mark on the ViT features (training/pafe.py)
-            self.region_feature_embedding, self.patch_grid = model.region_feature_embedding, model.patch_grid
+            self.region_feature_embedding, self.patch_grid = model.region_feature_embedding, model.config.patch_grid
 
     def forward(self, features, boxes=None, frame_index=None, points=None):
         queries = self.query_tokens  # (1, Q, W)
@@ -141,7 +141,7 @@ def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
         tokens = config.point_num_group + 1 if modality in POINT_MODALITIES else "image_tokens"
         frames = "frames" if modality in REGION_MODALITIES else "batch"
         inputs = [_features_spec("features", model, tokens, rows=frames)]
-        example_tokens = tokens if isinstance(tokens, int) else (size // config.vision_config().patch_size) ** 2 + 1
+        example_tokens = tokens if isinstance(tokens, int) else config.patch_grid ** 2 + 1
         example = [torch.randn(2, example_tokens, width)]
         if modality in REGION_MODALITIES:
             inputs += [TensorSpec("boxes", ("regions", BOX_DIMS[modality]), "float32"),

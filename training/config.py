@@ -84,6 +84,11 @@ class RegionBLIPConfig:
     def image_size(self) -> int:
         return self.vision_config().image_size
 
+    @property
+    def patch_grid(self) -> int:
+        """ViT patches per image side."""
+        return self.image_size // self.vision_config().patch_size
+
     @classmethod
     def preset(cls, name: str) -> "RegionBLIPConfig":
         if name not in PRESETS:

@@ -97,7 +97,7 @@ class RegionBLIP(nn.Module):
                 features = features[frame_index]
             features = features.expand(boxes.shape[0], -1, -1)  # (R, L, W_enc), a view when there is one frame
             if modality == "image_region" and self.config.region_feature_mask:
-                features = mark_box(features, boxes, self.region_feature_embedding, self.patch_grid)
+                features = mark_box(features, boxes, self.region_feature_embedding, self.config.patch_grid)
             if modality == "pointcloud_region" and self.config.point_region_crop:
                 features = torch.cat([features, self.region_cloud_features(points, boxes, frame_index)], dim=1)
             queries = queries + self.region_position_embedding[modality](boxes)[:, None]  # (R, Q, W)
@@ -116,11 +116,6 @@ class RegionBLIP(nn.Module):
             points = points[frame_index]
         crop = crop_box_points(points.expand(boxes.shape[0], -1, -1), boxes, self.config.point_region_crop)
         return self.point_adapter(self.point_encoder(crop))
-
-    @property
-    def patch_grid(self) -> int:
-        """ViT patches per image side."""
-        return self.config.image_size // self.config.vision_config().patch_size
 
     # ---- training -----------------------------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ class TaskStream:
         self.task, self.task_index = task, task_index
         self.dataset = make_dataset(task, "train", model_config, seed)
         self.seed, self.batch_size, self.image_size = seed, batch_size, model_config.image_size
-        self.patch_grid = model_config.image_size // model_config.vision_config().patch_size
+        self.patch_grid = model_config.patch_grid
         self.rank, self.world_size = rank, world_size
         self._orders: dict[int, np.ndarray] = {}
 
