@@ -16,7 +16,7 @@ setup(
     maintainer_email="dev@regionblip-ros.org",
     license="BSD-3-Clause",
     python_requires=">=3.10",
-    packages=find_packages(include=["regionblip_ros*", "runtime*", "export*", "training*"]),
+    packages=find_packages(include=["contract*", "regionblip_ros*", "runtime*", "export*", "training*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),

@@ -1,8 +1,8 @@
 """Writing a bundle: the directory that is the only contract between export and runtime.
 
-manifest.json  format version, model config, modalities, preprocessing, generation defaults, every
-               graph's file and input/output names, shapes and dtypes, precision, the sha256 of
-               every file, and the exporter's versions
+manifest.json  contract/manifest.py's Manifest: format version, model config, modalities, preprocessing,
+               generation defaults, every graph's file and input/output names, shapes and dtypes,
+               precision, the sha256 of every file, and the exporter's versions
 tokenizer/     the checkpoint's tokenizer files
 *.onnx         the graphs (export/graphs.py)
 engines/       TensorRT plans (python -m export.trt), named by their cache key
@@ -10,23 +10,16 @@ engines/       TensorRT plans (python -m export.trt), named by their cache key
 A bundle is written into a temporary sibling directory and renamed into place at the end, so a
 failed export never leaves a half-written bundle where a runtime would load it.
 """
-import json
+import dataclasses
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-# The format, its manifest name and the hash are the runtime's: the reader defines what is written.
-from runtime.bundle import FORMAT_VERSION, MANIFEST, sha256
+from contract.manifest import MANIFEST_NAME, TOKENIZER_DIR, Manifest, file_hashes
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file under `directory` except the manifest, by relative POSIX path."""
-    return {path.relative_to(directory).as_posix(): sha256(path)
-            for path in sorted(directory.rglob("*")) if path.is_file() and path.name != MANIFEST}
 
 
 def copy_tokenizer(checkpoint: Path, bundle: Path) -> None:
@@ -34,15 +27,15 @@ def copy_tokenizer(checkpoint: Path, bundle: Path) -> None:
     if "tokenizer.json" not in present:
         raise ValueError(f"checkpoint {checkpoint} has no tokenizer.json: save the model with its tokenizer "
                          "(model.save_pretrained(dir, tokenizer=...))")
-    (bundle / "tokenizer").mkdir()
+    (bundle / TOKENIZER_DIR).mkdir()
     for name in present:
-        shutil.copy2(checkpoint / name, bundle / "tokenizer" / name)
+        shutil.copy2(checkpoint / name, bundle / TOKENIZER_DIR / name)
 
 
-def write_manifest(bundle: Path, manifest: dict) -> dict:
-    """Add the file hashes and the format version, and write manifest.json."""
-    manifest = {"format": FORMAT_VERSION, **manifest, "files": file_hashes(bundle)}
-    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+def write_manifest(bundle: Path, manifest: Manifest) -> Manifest:
+    """Add the hashes of every file now in `bundle`, and write manifest.json."""
+    manifest = dataclasses.replace(manifest, files=file_hashes(bundle))
+    (bundle / MANIFEST_NAME).write_text(manifest.to_json())
     return manifest
 
 

@@ -5,6 +5,7 @@ onnx.checker and run in ONNX Runtime against PyTorch on fresh inputs at sizes ot
 export's; a closing table gives each graph's size, export time and largest absolute difference.
 """
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -14,10 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export.bundle import copy_tokenizer, sha256, staging_directory, write_manifest
+from contract.generation import RELEASE_EVALUATION, Decoding, GenerationSettings
+from contract.manifest import FORMAT_VERSION, GraphSpec, LanguageModelLayout, Manifest, Preprocess, Source, sha256
+from contract.modalities import MODALITIES
+from export.bundle import copy_tokenizer, staging_directory, write_manifest
 from export.graphs import Graph, build_graphs, llm_adapters
-from training.config import MODALITIES
-from training.data.image_preprocess import CLIP_MEAN, CLIP_STD
 from training.modeling_regionblip import RegionBLIP
 
 OPSET = 18
@@ -96,17 +98,19 @@ def export_graph(graph: Graph, path: Path, vocab_size: int) -> float:
     return max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, expected))
 
 
-def generation_defaults(model: RegionBLIP, args) -> dict:
+def generation_defaults(model: RegionBLIP, decoding: Decoding) -> GenerationSettings:
+    """The bundle's generation settings: the model's token ids, decoded as `decoding` says."""
     text = model.config.text_config()
-    return {"bos_token_id": text.bos_token_id, "eos_token_id": model.config.newline_token_id,
-            "pad_token_id": text.pad_token_id, "max_new_tokens": args.max_new_tokens,
-            "min_new_tokens": args.min_new_tokens, "num_beams": args.num_beams}
+    return GenerationSettings(bos_token_id=text.bos_token_id, eos_token_id=model.config.newline_token_id,
+                              pad_token_id=text.pad_token_id, **vars(decoding))
 
 
-def export_bundle(checkpoint: Path, out: Path, modalities: list[str], args, show_progress: bool = True) -> list:
+def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: Decoding = Decoding(),
+                  show_progress: bool = True) -> list:
     """Write the bundle; return the closing table's rows (graph, MB, seconds, parity error)."""
     model = load_checkpoint(checkpoint)
-    checkpoint = Path(checkpoint)
+    checkpoint, out = Path(checkpoint), Path(out)
+    generation = generation_defaults(model, decoding)
     vocab_size = model.config.text_config().vocab_size
     rows = []
     with staging_directory(out) as staging:
@@ -120,28 +124,31 @@ def export_bundle(checkpoint: Path, out: Path, modalities: list[str], args, show
                 raise RuntimeError(f"graph {graph.name}: ONNX Runtime differs from PyTorch by {error:.2e} "
                                    f"(> {PARITY_TOLERANCE}): the export is wrong, please report it")
             rows.append((graph.name, path.stat().st_size / 2**20, time.perf_counter() - start, error))
-            manifest_graphs[graph.name] = {"file": path.name, "inputs": [s.to_json() for s in graph.inputs],
-                                           "outputs": [s.to_json() for s in graph.outputs]}
+            manifest_graphs[graph.name] = GraphSpec(file=path.name, inputs=list(graph.inputs),
+                                                    outputs=list(graph.outputs))
         copy_tokenizer(checkpoint, staging)
         text = model.config.text_config()
         adapters = llm_adapters(modalities)
-        write_manifest(staging, {
-            "model": model.config.to_dict(),
-            "modalities": modalities,
-            "preprocess": {"image_size": model.config.image_size, "image_mean": list(CLIP_MEAN),
-                           "image_std": list(CLIP_STD), "object_num_points": model.config.object_num_points,
-                           "scene_num_points": model.config.scene_num_points},
-            "generation": generation_defaults(model, args),
-            "llm": {"stacked": len(modalities) > 1, "adapters": adapters,
-                    "adapter_ids": {m: (adapters.index(m) if m in adapters else len(adapters)) for m in modalities},
-                    "num_layers": text.num_hidden_layers, "num_heads": text.num_attention_heads,
-                    "head_dim": text.hidden_size // text.num_attention_heads},
-            "graphs": manifest_graphs,
-            "precision": "fp32",
-            "exporter": _versions(),
-            "source": {"checkpoint": str(checkpoint.resolve()),
-                       "model_sha256": sha256(checkpoint / "model.safetensors")},
-        })
+        write_manifest(staging, Manifest(
+            format=FORMAT_VERSION,
+            model=model.config.to_dict(),
+            modalities=modalities,
+            preprocess=Preprocess(image_size=model.config.image_size,
+                                  object_num_points=model.config.object_num_points,
+                                  scene_num_points=model.config.scene_num_points),
+            generation=generation,
+            llm=LanguageModelLayout(
+                stacked=len(modalities) > 1, adapters=adapters,
+                adapter_ids={m: (adapters.index(m) if m in adapters else len(adapters)) for m in modalities},
+                num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
+                head_dim=text.hidden_size // text.num_attention_heads),
+            graphs=manifest_graphs,
+            precision="fp32",
+            exporter=_versions(),
+            # Relative to the bundle, so that a bundle moved together with its checkpoint still finds it.
+            source=Source(model_sha256=sha256(checkpoint / "model.safetensors"),
+                          checkpoint=os.path.relpath(checkpoint.resolve(), out.resolve())),
+        ))
     return rows
 
 
@@ -170,11 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint directory (save_pretrained)")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if present)")
     parser.add_argument("--modalities", help=f"comma-separated subset of {','.join(MODALITIES)} (default: all)")
-    parser.add_argument("--max-new-tokens", type=int, default=30, help="generation default (default 30)")
-    parser.add_argument("--min-new-tokens", type=int, default=0,
-                        help="generation default (default 0; the released evaluation used 8)")
-    parser.add_argument("--num-beams", type=int, default=1,
-                        help="generation default (default 1, greedy; the released evaluation used 5)")
+    defaults = Decoding()
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+                        help=f"generation default (default {defaults.max_new_tokens})")
+    parser.add_argument("--min-new-tokens", type=int, default=defaults.min_new_tokens,
+                        help=f"generation default (default {defaults.min_new_tokens}; the released evaluation used "
+                             f"{RELEASE_EVALUATION.min_new_tokens})")
+    parser.add_argument("--num-beams", type=int, default=defaults.num_beams,
+                        help=f"generation default (default {defaults.num_beams}, greedy; the released evaluation "
+                             f"used {RELEASE_EVALUATION.num_beams})")
     return parser
 
 
@@ -182,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         modalities = parse_modalities(args.modalities)
-        rows = export_bundle(args.ckpt, args.out, modalities, args, show_progress=True)
+        decoding = Decoding(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                            num_beams=args.num_beams)
+        rows = export_bundle(args.ckpt, args.out, modalities, decoding, show_progress=True)
     except ValueError as error:
         print(f"export.onnx: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ build or parity failure.
 import sys
 from pathlib import Path
 
-from export.bundle import sha256
+from contract.generation import Decoding
+from contract.manifest import MANIFEST_NAME, sha256
 from export.onnx import build_parser as onnx_parser
 from export.onnx import export_bundle, parse_modalities
 from export.onnx import format_table as onnx_table
@@ -44,26 +45,26 @@ def checkpoint_sha256(checkpoint: Path) -> str:
     return sha256(weights)
 
 
-def generation_args(args) -> dict:
-    return {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.min_new_tokens,
-            "num_beams": args.num_beams}
+def decoding_args(args) -> Decoding:
+    return Decoding(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                    num_beams=args.num_beams)
 
 
-def export_reason(out: Path, checkpoint: Path, modalities: list[str], generation: dict) -> str | None:
+def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: Decoding) -> str | None:
     """Why the ONNX bundle at `out` must be (re)exported, or None where it can be reused."""
-    if not (Path(out) / "manifest.json").is_file():
+    if not (Path(out) / MANIFEST_NAME).is_file():
         return f"no bundle at {out}"
     try:
         manifest = load_bundle(out).manifest
-    except (BundleError, KeyError, TypeError) as error:
+    except BundleError as error:
         return f"the bundle at {out} fails verification ({error})"
-    if manifest.get("source", {}).get("model_sha256") != checkpoint_sha256(checkpoint):
+    if manifest.source.model_sha256 != checkpoint_sha256(checkpoint):
         return "the bundle was exported from a different checkpoint"
-    if manifest.get("modalities") != modalities:
-        return f"the bundle has modalities {manifest.get('modalities')}, not {modalities}"
-    recorded = {name: manifest.get("generation", {}).get(name) for name in generation}
-    if recorded != generation:
-        return f"the bundle has generation defaults {recorded}, not {generation}"
+    if manifest.modalities != modalities:
+        return f"the bundle has modalities {manifest.modalities}, not {modalities}"
+    recorded = Decoding(**{name: getattr(manifest.generation, name) for name in vars(decoding)})
+    if recorded != decoding:
+        return f"the bundle has generation defaults {recorded}, not {decoding}"
     return None
 
 
@@ -72,7 +73,7 @@ def export_onnx(args, modalities: list[str], reason: str) -> None:
     print(f"export.trt: exporting the ONNX bundle: {reason}")
     cache = Path(args.out) / ENGINES_DIR / TIMING_CACHE
     timings = cache.read_bytes() if cache.is_file() else None
-    print(onnx_table(export_bundle(args.ckpt, args.out, modalities, args)))
+    print(onnx_table(export_bundle(args.ckpt, args.out, modalities, decoding_args(args))))
     if timings is not None:
         cache.parent.mkdir(exist_ok=True)
         cache.write_bytes(timings)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None, toolchain: Toolchain | None = None) -> i
         if not args.workspace > 0:
             raise ValueError(f"--workspace is {args.workspace}: give the builder's workspace in GB, above 0")
         checkpoint_sha256(args.ckpt)
-        reason = export_reason(args.out, args.ckpt, modalities, generation_args(args))
+        reason = export_reason(args.out, args.ckpt, modalities, decoding_args(args))
         if reason:
             export_onnx(args, modalities, reason)
         else:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from export.bundle import sha256
+from contract.manifest import Manifest, sha256
 from export.trt_profiles import Profile, random_feeds
 from runtime.bundle import Bundle, BundleError
 from runtime.tensorrt_runner import (ENGINES_DIR, ENGINES_FORMAT, ENGINES_MANIFEST, engine_key,
@@ -96,7 +96,7 @@ def rebuild_reason(entry: dict | None, key: str, engines_dir: Path) -> str | Non
     return None
 
 
-def parity_error(manifest: dict, graph: str, onnx_path: Path, session, profile: Profile, seed: int = 0) -> float:
+def parity_error(manifest: Manifest, graph: str, onnx_path: Path, session, profile: Profile, seed: int = 0) -> float:
     """Largest |engine - ONNX Runtime| over the profile's check shapes, on the same random inputs."""
     import onnxruntime
 
@@ -133,9 +133,9 @@ def build_engines(bundle: Bundle, profiles: dict[str, Profile], precision: str, 
     bar = tqdm(profiles.items(), desc="tensorrt", unit="graph", disable=None if show_progress else True)
     for name, profile in bar:
         bar.set_postfix_str(name)
-        graph = bundle.manifest["graphs"][name]
-        onnx_path = bundle.path / graph["file"]
-        key = engine_key(toolchain.machine, precision, profile.to_json(), bundle.manifest["files"][graph["file"]])
+        graph = bundle.manifest.graphs[name]
+        onnx_path = bundle.path / graph.file
+        key = engine_key(toolchain.machine, precision, profile.to_json(), bundle.manifest.files[graph.file])
         reason = rebuild_reason(entries.get(name), key, engines_dir)
         if reason is None:
             entry = entries[name]
@@ -146,7 +146,7 @@ def build_engines(bundle: Bundle, profiles: dict[str, Profile], precision: str, 
         plan, timing_cache = toolchain.build(onnx_path, profile.to_json(), precision, workspace_bytes, timing_cache)
         seconds = time.perf_counter() - start
         _write_atomically(cache_path, timing_cache)
-        session = toolchain.open(plan, [spec["name"] for spec in graph["outputs"]], name)
+        session = toolchain.open(plan, [spec.name for spec in graph.outputs], name)
         error = parity_error(bundle.manifest, name, onnx_path, session, profile)
         if not error <= tolerance:  # NaN fails too
             raise ParityError(f"graph {name}: the {precision} engine differs from ONNX Runtime by {error:.2e} "

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.manifest import Manifest
+
 OPT_REGIONS = 4  # regions a detector typically sends per frame
 
 
@@ -50,10 +52,10 @@ class Profile:
         return self.shapes
 
 
-def max_sequence(manifest: dict, limits: Limits) -> int:
+def max_sequence(manifest: Manifest, limits: Limits) -> int:
     """Soft prompt + BOS + new tokens: the longest sequence the llm graph sees."""
-    model, generation = manifest["model"], manifest["generation"]
-    new_tokens = limits.max_new_tokens or generation["max_new_tokens"]
+    model = manifest.model
+    new_tokens = limits.max_new_tokens or manifest.generation.max_new_tokens
     longest = model["num_query_tokens"] + 1 + new_tokens
     positions = model["text"]["max_position_embeddings"]
     if longest > positions:
@@ -62,17 +64,17 @@ def max_sequence(manifest: dict, limits: Limits) -> int:
     return longest
 
 
-def axis_ranges(manifest: dict, graph: str, limits: Limits) -> dict[str, tuple[int, int, int]]:
+def axis_ranges(manifest: Manifest, graph: str, limits: Limits) -> dict[str, tuple[int, int, int]]:
     """(min, opt, max) for every axis name the graph `graph` may use."""
-    model, preprocess = manifest["model"], manifest["preprocess"]
+    model, preprocess = manifest.model, manifest.preprocess
     queries = model["num_query_tokens"]
-    image_tokens = (preprocess["image_size"] // model["vision"]["patch_size"]) ** 2 + 1
-    points = sorted({preprocess["object_num_points"], preprocess["scene_num_points"]})
+    image_tokens = (preprocess.image_size // model["vision"]["patch_size"]) ** 2 + 1
+    points = sorted({preprocess.object_num_points, preprocess.scene_num_points})
     ranges = {"batch": (1, 1, limits.max_batch), "frames": (1, 1, limits.max_batch),
               "regions": (1, min(OPT_REGIONS, limits.max_regions), limits.max_regions),
               "image_tokens": (image_tokens,) * 3, "num_points": (points[0], points[-1], points[-1])}
     if graph == "llm":
-        beams = limits.num_beams or manifest["generation"]["num_beams"]
+        beams = limits.num_beams or manifest.generation.num_beams
         rows = max(limits.max_batch, limits.max_regions) * beams
         longest = max_sequence(manifest, limits)
         ranges.update(batch=(1, min(OPT_REGIONS * beams, rows), rows), prefix=(0, 0, queries), tokens=(1, 1, 1),
@@ -80,16 +82,16 @@ def axis_ranges(manifest: dict, graph: str, limits: Limits) -> dict[str, tuple[i
     return ranges
 
 
-def graph_profile(manifest: dict, graph: str, limits: Limits) -> Profile:
+def graph_profile(manifest: Manifest, graph: str, limits: Limits) -> Profile:
     ranges = axis_ranges(manifest, graph, limits)
-    inputs = manifest["graphs"][graph]["inputs"]
-    used = {size for spec in inputs for size in spec["shape"] if isinstance(size, str)}
+    inputs = manifest.graphs[graph].inputs
+    used = {size for spec in inputs for size in spec.shape if isinstance(size, str)}
     unknown = sorted(used - set(ranges))
     if unknown:
         raise ValueError(f"graph {graph} has dynamic axes {unknown} that export/trt_profiles.py has no range for: "
                          "add them to axis_ranges")
     axes = {name: ranges[name] for name in sorted(used)}
-    shapes = {spec["name"]: {point: [size if isinstance(size, int) else axes[size][i] for size in spec["shape"]]
+    shapes = {spec.name: {point: [size if isinstance(size, int) else axes[size][i] for size in spec.shape]
                              for i, point in enumerate(("min", "opt", "max"))} for spec in inputs}
     return Profile(axes, shapes, _checks(graph, axes))
 
@@ -104,28 +106,28 @@ def _checks(graph: str, axes: dict) -> list[dict[str, int]]:
     return [opt, prefill, decode]
 
 
-def derive_profiles(manifest: dict, limits: Limits) -> dict[str, Profile]:
+def derive_profiles(manifest: Manifest, limits: Limits) -> dict[str, Profile]:
     """A profile for every graph of the bundle."""
-    return {name: graph_profile(manifest, name, limits) for name in manifest["graphs"]}
+    return {name: graph_profile(manifest, name, limits) for name in manifest.graphs}
 
 
-def random_feeds(manifest: dict, graph: str, sizes: dict[str, int], rng: np.random.Generator) -> dict:
+def random_feeds(manifest: Manifest, graph: str, sizes: dict[str, int], rng: np.random.Generator) -> dict:
     """Valid random inputs for `graph` with its dynamic axes at `sizes` (ids in range, boxes well formed)."""
     feeds = {}
-    vocab = manifest["model"]["text"]["vocab_size"]
-    for spec in manifest["graphs"][graph]["inputs"]:
-        shape = [sizes[s] if isinstance(s, str) else s for s in spec["shape"]]
-        name = spec["name"]
+    vocab = manifest.model["text"]["vocab_size"]
+    for spec in manifest.graphs[graph].inputs:
+        shape = [sizes[s] if isinstance(s, str) else s for s in spec.shape]
+        name = spec.name
         if name == "input_ids":
             value = rng.integers(0, vocab, shape)
         elif name == "frame_index":
             value = rng.integers(0, sizes["frames"], shape)
         elif name == "adapter_ids":
-            value = rng.integers(0, len(manifest["llm"]["adapters"]) + 1, shape)
+            value = rng.integers(0, len(manifest.llm.adapters) + 1, shape)
         elif name == "boxes" and shape[1] == 4:
             corners = rng.random(shape)
             value = np.concatenate([corners[:, :2] * 0.5, 0.5 + corners[:, 2:] * 0.5], 1)
         else:
             value = rng.standard_normal(shape)
-        feeds[name] = value.astype(spec["dtype"])
+        feeds[name] = value.astype(spec.dtype)
     return feeds

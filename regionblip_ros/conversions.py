@@ -14,7 +14,7 @@ from regionblip_msgs.msg import Region2D, Region3D
 from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from runtime.geometry import MIN_QUATERNION_NORM, box_corners, quaternion_to_matrix
+from contract.boxes import MIN_QUATERNION_NORM, box_corners, quaternion_to_matrix
 
 # Bytes per pixel of each supported encoding, and the slice of its channels that reads R, G, B in order
 # (mono8: its one channel, broadcast to three).
@@ -216,7 +216,7 @@ def region2d_to_xyxy(regions: Sequence[Region2D]) -> np.ndarray:
 
 
 def region3d_to_corners(regions: Sequence[Region3D]) -> np.ndarray:
-    """The 8 corners (R, 8, 3) float32 of each region's box, in runtime.geometry.BOX_CORNER_SIGNS order.
+    """The 8 corners (R, 8, 3) float32 of each region's box, in contract.boxes.BOX_CORNER_SIGNS order.
 
     The pose quaternion is normalised; a zero quaternion, a negative size or a NaN/inf value raise ValueError
     naming the region.

@@ -15,7 +15,7 @@ from regionblip_msgs.msg import Region2D, Region3D, RegionDescription, RegionDes
 from sensor_msgs.msg import Image, PointCloud2
 
 from regionblip_ros.conversions import image_to_numpy, pointcloud2_to_xyz, region2d_to_xyxy, region3d_to_corners
-from runtime.geometry import clip_boxes_xyxy, degenerate_boxes_xyxy
+from contract.boxes import clip_boxes_xyxy, image_box_problems
 
 # Problem kinds, the keys of the node's bad-input counters.
 IMAGE = "image"                      # an Image that cannot be read: encoding, step, truncated data, empty
@@ -127,7 +127,7 @@ def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], 
     height, width = result.image.shape[:2]
     regions = _keep_at_most(regions, max_regions, IMAGE_REGION, result.problems)
     boxes = _boxes_with_nan_for_invalid(regions)
-    degenerate = degenerate_boxes_xyxy(boxes, width, height)
+    degenerate = image_box_problems(boxes, width, height)
     clipped = clip_boxes_xyxy(np.nan_to_num(boxes), width, height)
     keep = []
     for row, region in enumerate(regions):

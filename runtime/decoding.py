@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from contract.generation import GenerationSettings
+
 
 class LanguageModelStep(Protocol):
     """One forward pass of the LLM with a KV cache.
@@ -24,23 +26,6 @@ class LanguageModelStep(Protocol):
     def __call__(self, prefix_embeds: np.ndarray, input_ids: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
 
     def reorder(self, past: Any, rows: np.ndarray) -> Any: ...
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    bos_token_id: int
-    eos_token_id: int  # the stop token ("\n")
-    pad_token_id: int
-    max_new_tokens: int = 30
-    min_new_tokens: int = 0
-    num_beams: int = 1
-
-    def __post_init__(self):
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens or self.max_new_tokens < 1:
-            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
-                             f"{self.min_new_tokens} and {self.max_new_tokens}")
-        if self.num_beams < 1:
-            raise ValueError(f"num_beams is {self.num_beams}: use 1 for greedy decoding or more for beam search")
 
 
 @dataclass(frozen=True)

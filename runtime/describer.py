@@ -6,7 +6,9 @@
     describer.describe_point_objects([object_points, ...])
     describer.describe_images([image, ...])
 
-A frame's features are computed once and all of its regions decode in one batch.
+A frame's features are computed once and all of its regions decode in one batch. A box that cannot be
+described (NaN, outside the image, not finite in float32) gets a Description with its `problem` and no text; the
+frame's other boxes are described as usual.
 """
 import time
 from dataclasses import replace
@@ -14,17 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.generation import GenerationSettings
+from contract.manifest import Preprocess
+from contract.modalities import MODALITIES
 from runtime import preprocess
 from runtime.bundle import Bundle, load_bundle
-from runtime.decoding import Decoded, GenerationSettings
+from runtime.decoding import Decoded
 from runtime.description import Description
-from runtime.modalities import MODALITIES
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
 class Describer:
-    def __init__(self, engine, tokenizer_file: Path, settings: GenerationSettings, preprocessing: dict,
+    def __init__(self, engine, tokenizer_file: Path, settings: GenerationSettings, preprocessing: Preprocess,
                  modalities: list[str]):
         from tokenizers import Tokenizer
 
@@ -32,9 +36,9 @@ class Describer:
         self.backend = engine.backend
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.settings = settings
-        self.image_size = preprocessing["image_size"]
-        self.object_num_points = preprocessing["object_num_points"]
-        self.scene_num_points = preprocessing["scene_num_points"]
+        self.image_size = preprocessing.image_size
+        self.object_num_points = preprocessing.object_num_points
+        self.scene_num_points = preprocessing.scene_num_points
         self.modalities = modalities
 
     @classmethod
@@ -45,7 +49,7 @@ class Describer:
             raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         bundle = load_bundle(path, verify=verify)
         if backend == "torch":
-            return cls.from_checkpoint(bundle.manifest["source"]["checkpoint"], device=device)
+            return cls.from_checkpoint(bundle.checkpoint(), device=device)
         from runtime.graph_engine import GraphEngine
 
         if backend == "tensorrt":
@@ -67,15 +71,14 @@ class Describer:
         text = config.text_config()
         settings = GenerationSettings(bos_token_id=text.bos_token_id, eos_token_id=config.newline_token_id,
                                       pad_token_id=text.pad_token_id)
-        preprocessing = {"image_size": config.image_size, "object_num_points": config.object_num_points,
-                         "scene_num_points": config.scene_num_points}
+        preprocessing = Preprocess(image_size=config.image_size, object_num_points=config.object_num_points,
+                                   scene_num_points=config.scene_num_points)
         return cls(engine, directory / "tokenizer.json", settings, preprocessing, list(MODALITIES))
 
     @classmethod
     def _from_manifest(cls, engine, bundle: Bundle) -> "Describer":
-        manifest = bundle.manifest
-        return cls(engine, bundle.path / "tokenizer" / "tokenizer.json", GenerationSettings(**manifest["generation"]),
-                   manifest["preprocess"], bundle.modalities)
+        return cls(engine, bundle.tokenizer_file, bundle.manifest.generation, bundle.manifest.preprocess,
+                   bundle.modalities)
 
     def configure(self, **settings) -> None:
         """Change generation settings (num_beams, max_new_tokens, min_new_tokens) for later calls."""
@@ -83,24 +86,28 @@ class Describer:
 
     # ---- the four ways in ---------------------------------------------------------------------------------------
 
-    def describe_image_regions(self, image: np.ndarray, boxes_xyxy_px) -> list[Description]:
-        """One description per pixel box (x1, y1, x2, y2) of an (H, W, 3) uint8 RGB image; boxes partly
-        outside the image are clipped, boxes covering none of it raise ValueError with the reason."""
+    def describe_image_regions(self, image: np.ndarray, boxes_xyxy_px,
+                               min_region_px: float = 0.0) -> list[Description]:
+        """One description per pixel box (x1, y1, x2, y2) of an (H, W, 3) uint8 RGB image, in order. Boxes partly
+        outside the image are clipped; a box covering none of it, or less than min_region_px of it in width or
+        height, or holding a NaN, gets a Description whose `problem` says so."""
         start = time.perf_counter()
-        boxes = preprocess.preprocess_boxes(boxes_xyxy_px, preprocess.check_image(image).shape)
-        if len(boxes) == 0:
-            return []
+        boxes, problems = preprocess.preprocess_boxes(boxes_xyxy_px, preprocess.check_image(image).shape,
+                                                      min_region_px)
+        if len(boxes) == len(problems):
+            return self._refused(problems)
         pixels = preprocess.preprocess_image(image, self.image_size)[None]
-        return self._run("image_region", pixels, start, boxes, np.zeros(len(boxes), np.int64))
+        return self._run_regions("image_region", pixels, start, boxes, problems)
 
     def describe_point_regions(self, points: np.ndarray, corners) -> list[Description]:
-        """One description per 3D box, given as (R, 8, 3) corners in the cloud's frame and units."""
+        """One description per 3D box, given as (R, 8, 3) corners in the cloud's frame and units, in order; a box
+        whose corners are not all finite gets a Description whose `problem` says so."""
         start = time.perf_counter()
-        corners = preprocess.check_corners(corners)
-        if len(corners) == 0:
-            return []
+        corners, problems = preprocess.check_corners(corners)
+        if len(corners) == len(problems):
+            return self._refused(problems)
         scene = preprocess.preprocess_scene(points, self.scene_num_points)[None]
-        return self._run("pointcloud_region", scene, start, corners, np.zeros(len(corners), np.int64))
+        return self._run_regions("pointcloud_region", scene, start, corners, problems)
 
     def describe_point_objects(self, objects: list) -> list[Description]:
         """One description per single-object cloud."""
@@ -119,6 +126,18 @@ class Describer:
         return self._run("image", pixels, start)
 
     # ---- shared path --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _refused(problems: dict[int, str]) -> list[Description]:
+        return [Description.refused(problems[row]) for row in range(len(problems))]
+
+    def _run_regions(self, modality: str, frames: np.ndarray, start: float, boxes: np.ndarray,
+                     problems: dict[int, str]) -> list[Description]:
+        """Describe the rows without a problem (one frame), and put each refused row back in its place."""
+        usable = [row for row in range(len(boxes)) if row not in problems]
+        described = iter(self._run(modality, frames, start, boxes[usable], np.zeros(len(usable), np.int64)))
+        return [Description.refused(problems[row]) if row in problems else next(described)
+                for row in range(len(boxes))]
 
     def _run(self, modality: str, frames: np.ndarray, start: float, boxes=None, frame_index=None):
         if modality not in self.modalities:

@@ -7,20 +7,20 @@ import time
 
 import numpy as np
 
+from contract.generation import GenerationSettings
+from contract.modalities import POINT_MODALITIES, REGION_MODALITIES
 from runtime.bundle import Bundle
-from runtime.decoding import Decoded, GenerationSettings, decode
-from runtime.modalities import POINT_MODALITIES, REGION_MODALITIES
-
+from runtime.decoding import Decoded, decode
 
 
 class LanguageModelGraph:
     """A LanguageModelStep over the bundle's llm graph, with each prompt row's LoRA adapter."""
 
     def __init__(self, runner, bundle: Bundle, adapter_ids: np.ndarray | None):
-        llm = bundle.manifest["llm"]
+        llm = bundle.manifest.llm
         self.runner, self.adapter_ids = runner, adapter_ids
-        self.past_names = [f"past_{kind}_{layer}" for layer in range(llm["num_layers"]) for kind in ("key", "value")]
-        self.past_shape = (llm["num_heads"], 0, llm["head_dim"])
+        self.past_names = llm.past_names
+        self.past_shape = (llm.num_heads, 0, llm.head_dim)
 
     def __call__(self, prefix_embeds, input_ids, past):
         rows = len(input_ids)
@@ -42,14 +42,14 @@ class GraphEngine:
         self.bundle, self.runner = bundle, runner
         self.backend = runner.backend
         # Q-Former graphs that crop each region's own points (point_region_crop) take the scenes too
-        self.takes_points = {name for name in bundle.manifest["graphs"]
+        self.takes_points = {name for name in bundle.manifest.graphs
                              if name.startswith("qformer_") and "points" in bundle.graph_inputs(name)}
 
     def adapter_ids(self, modalities: list[str]) -> np.ndarray | None:
-        llm = self.bundle.manifest["llm"]
-        if not llm["stacked"]:
+        llm = self.bundle.manifest.llm
+        if not llm.stacked:
             return None
-        return np.array([llm["adapter_ids"][m] for m in modalities], dtype=np.int64)
+        return np.array([llm.adapter_ids[m] for m in modalities], dtype=np.int64)
 
     def features(self, modality: str, frames: np.ndarray) -> np.ndarray:
         if modality in POINT_MODALITIES:

@@ -26,7 +26,7 @@ class OnnxRunner:
             options.intra_op_num_threads = threads
         self.sessions = {name: onnxruntime.InferenceSession(str(bundle.graph_path(name)), options,
                                                             providers=providers)
-                         for name in bundle.manifest["graphs"]}
+                         for name in bundle.manifest.graphs}
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.sessions[name].run(None, feeds)

@@ -1,19 +1,17 @@
-"""Inputs as the model was trained on them: numpy (+ PIL for the resize), no torch.
+"""A caller's arrays as the graphs take them: numpy (+ PIL for the resize), no torch.
 
-Images: bicubic resize to the model's square size with PIL, x/255, CLIP mean/std, channels first:
-exactly HF's BLIP-2 image processor and training/data/image_preprocess.py (a test holds them equal).
-Boxes: pixel xyxy clipped to the image, then normalised to [0, 1].
+Images: contract/preprocessing.py, the same function training uses.
+Boxes: the one check between a caller and the graphs (contract/boxes.py); a box that cannot be described is
+reported by row and the others go on.
 Point clouds: non-finite points dropped, a fixed-seed subset of the trained count (with replacement
 when there are fewer), and for whole objects the unit-sphere normalisation of training.
 """
 import numpy as np
-from PIL import Image
 
-from runtime.geometry import degenerate_boxes_xyxy, normalize_boxes_xyxy
+from contract.boxes import corner_problems, image_box_problems, normalize_boxes_xyxy
+from contract.preprocessing import normalize_unit_sphere, pixel_values
 
-CLIP_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32)
-CLIP_STD = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32)
-SAMPLING_SEED = 0
+SAMPLING_SEED = 0  # the same subset of a large cloud every call: a description does not flicker between calls
 
 
 def check_image(image) -> np.ndarray:
@@ -31,16 +29,15 @@ def check_image(image) -> np.ndarray:
 
 def preprocess_image(image: np.ndarray, image_size: int) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, S, S) float32 pixel values for the vision encoder."""
-    image = check_image(image)
-    resized = np.asarray(Image.fromarray(image).resize((image_size, image_size), resample=Image.BICUBIC))
-    scaled = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    return np.ascontiguousarray(((scaled - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1))
+    return pixel_values(check_image(image), image_size)
 
 
-def preprocess_boxes(boxes_xyxy_px, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Pixel boxes (R, 4) xyxy -> (R, 4) float32 normalised to [0, 1], clipped to the image.
+def preprocess_boxes(boxes_xyxy_px, image_shape: tuple[int, ...],
+                     min_size_px: float = 0.0) -> tuple[np.ndarray, dict[int, str]]:
+    """Pixel boxes (R, 4) xyxy -> ((R, 4) float32 normalised to [0, 1] and clipped to the image, {row: problem}).
 
-    Boxes that cover no pixel of the image raise ValueError naming each one and why.
+    A row with a problem (NaN marks a box the caller could not read) is not to be described; its values are 0.
+    A wrong shape raises ValueError: then no row can be told from another.
     """
     boxes = np.asarray(boxes_xyxy_px, dtype=np.float64)
     if boxes.size == 0:
@@ -48,10 +45,8 @@ def preprocess_boxes(boxes_xyxy_px, image_shape: tuple[int, ...]) -> np.ndarray:
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes have shape {boxes.shape}: pass (R, 4) pixel boxes x1, y1, x2, y2")
     height, width = image_shape[:2]
-    problems = degenerate_boxes_xyxy(boxes, width, height)
-    if problems:
-        raise ValueError("; ".join(f"box {row}: {reason}" for row, reason in sorted(problems.items())))
-    return normalize_boxes_xyxy(boxes, width, height)
+    problems = image_box_problems(boxes, width, height, min_size_px)
+    return normalize_boxes_xyxy(np.nan_to_num(boxes, posinf=0.0, neginf=0.0), width, height), problems
 
 
 def clean_points(points) -> np.ndarray:
@@ -72,13 +67,6 @@ def sample_points(points: np.ndarray, num_points: int) -> np.ndarray:
     return points[np.sort(index)]
 
 
-def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
-    """Centre on the mean and scale so that the farthest point is at distance 1 (as in training)."""
-    centred = points - points.mean(axis=0)
-    radius = np.linalg.norm(centred, axis=1).max()
-    return (centred / radius if radius > 0 else centred).astype(np.float32)
-
-
 def preprocess_scene(points, num_points: int) -> np.ndarray:
     """A scene for region description: finite points, num_points of them, metres unchanged."""
     return sample_points(clean_points(points), num_points)
@@ -89,17 +77,21 @@ def preprocess_object(points, num_points: int) -> np.ndarray:
     return normalize_unit_sphere(sample_points(clean_points(points), num_points))
 
 
-def check_corners(corners) -> np.ndarray:
-    """3D boxes as (R, 8, 3) float32 corners; ValueError naming the problem otherwise."""
-    corners = np.asarray(corners, dtype=np.float32)
+def check_corners(corners) -> tuple[np.ndarray, dict[int, str]]:
+    """3D boxes -> ((R, 8, 3) float32 corners, {row: problem}); a row with a problem is not to be described.
+
+    A wrong shape raises ValueError: then no row can be told from another.
+    """
+    corners = np.asarray(corners, dtype=np.float64)
     if corners.size == 0:
-        return np.zeros((0, 8, 3), np.float32)
+        return np.zeros((0, 8, 3), np.float32), {}
     if corners.ndim == 2 and corners.shape[1] == 24:
         corners = corners.reshape(-1, 8, 3)
     if corners.ndim != 3 or corners.shape[1:] != (8, 3):
         raise ValueError(f"3D boxes have shape {corners.shape}: pass (R, 8, 3) corners "
-                         "(runtime.geometry.box_corners builds them from centre, size and rotation)")
-    bad = np.flatnonzero(~np.isfinite(corners).all(axis=(1, 2)))
-    if bad.size:
-        raise ValueError(f"3D boxes {bad.tolist()} have NaN or inf corners")
-    return corners
+                         "(contract.boxes.box_corners builds them from centre, size and rotation)")
+    problems = corner_problems(corners)
+    with np.errstate(over="ignore", invalid="ignore"):
+        corners = corners.astype(np.float32)
+    corners[list(problems)] = 0.0
+    return corners, problems

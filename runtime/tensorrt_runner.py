@@ -74,7 +74,8 @@ def read_engines_manifest(bundle_path: Path) -> dict | None:
 
 
 def rebuild_command(bundle: Bundle) -> str:
-    checkpoint = bundle.manifest.get("source", {}).get("checkpoint", "CHECKPOINT")
+    checkpoint = bundle.manifest.source.checkpoint
+    checkpoint = (bundle.path / checkpoint) if checkpoint is not None else "CHECKPOINT"
     return f"python -m export.trt --ckpt {checkpoint} --out {bundle.path}"
 
 
@@ -83,12 +84,12 @@ def select_engines(bundle: Bundle, engines: dict | None, machine: dict) -> dict[
     if engines is None:
         raise BundleError(f"bundle {bundle.path} has no TensorRT engines: build them with {rebuild_command(bundle)}")
     plans = {}
-    for name, graph in bundle.manifest["graphs"].items():
+    for name, graph in bundle.manifest.graphs.items():
         entry = engines["graphs"].get(name)
         if entry is None:
             raise BundleError(f"bundle {bundle.path} has no TensorRT engine for graph {name!r}: build it with "
                               f"{rebuild_command(bundle)}")
-        onnx_sha256 = bundle.manifest["files"][graph["file"]]
+        onnx_sha256 = bundle.manifest.files[graph.file]
         if engine_key(machine, entry["precision"], entry["profile"], onnx_sha256) != entry["key"]:
             raise BundleError(f"the {name} engine in {bundle.path} was built for {entry['gpu']} (compute "
                               f"{entry['compute_capability']}, TensorRT {entry['tensorrt']}) or for another ONNX "
@@ -166,8 +167,8 @@ class TensorRTRunner:
         if reason:
             raise ValueError(f"backend 'tensorrt' cannot run here: {reason}; or use backend 'onnxruntime'")
         plans = select_engines(bundle, read_engines_manifest(bundle.path), machine_identity(device))
-        graphs = bundle.manifest["graphs"]
-        self.sessions = {name: EngineSession(path.read_bytes(), [spec["name"] for spec in graphs[name]["outputs"]],
+        graphs = bundle.manifest.graphs
+        self.sessions = {name: EngineSession(path.read_bytes(), [spec.name for spec in graphs[name].outputs],
                                              device, name) for name, path in plans.items()}
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

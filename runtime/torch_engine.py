@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.decoding import Decoded, GenerationSettings
-from runtime.modalities import POINT_MODALITIES, REGION_MODALITIES
-
+from contract.generation import GenerationSettings
+from contract.modalities import POINT_MODALITIES, REGION_MODALITIES
+from runtime.decoding import Decoded
 
 
 class TorchEngine:

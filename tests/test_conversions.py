@@ -21,7 +21,7 @@ from regionblip_ros.conversions import (
     region3d_to_corners,
     xyz_to_pointcloud2,
 )
-from runtime.geometry import box_corners, yaw_to_matrix
+from contract.boxes import box_corners, yaw_to_matrix
 
 pytestmark = pytest.mark.ros
 

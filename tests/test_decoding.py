@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 
-from runtime.decoding import GenerationSettings, decode
+from contract.generation import GenerationSettings
+from runtime.decoding import decode
 from training.generation import generate_from_prompt
 
 EOS = 7

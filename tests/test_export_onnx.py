@@ -8,10 +8,12 @@ import onnxruntime
 import pytest
 import torch
 
+from contract.generation import GenerationSettings
+from contract.manifest import Manifest
 from export.onnx import main
 from runtime.bundle import BundleError, load_bundle
 from runtime.graph_engine import GraphEngine, LanguageModelGraph
-from runtime.decoding import GenerationSettings, decode
+from runtime.decoding import decode
 from runtime.onnx_runner import OnnxRunner
 from training.modeling_regionblip import RegionBLIP
 
@@ -35,15 +37,15 @@ def session(bundle_path, name):
 
 
 def test_every_graph_passes_the_onnx_checker_and_is_in_the_manifest(tiny_bundle):
-    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert set(manifest["graphs"]) == GRAPHS
-    for name, graph in manifest["graphs"].items():
-        onnx.checker.check_model(str(tiny_bundle / graph["file"]))
-        assert graph["file"] in manifest["files"]
-        assert [i.name for i in onnx.load(str(tiny_bundle / graph["file"])).graph.input] == [
-            spec["name"] for spec in graph["inputs"]]
-    assert {"tokenizer/tokenizer.json"} <= set(manifest["files"])
-    assert manifest["exporter"]["opset"] == 18 and manifest["generation"]["eos_token_id"] == 202
+    manifest = Manifest.from_json((tiny_bundle / "manifest.json").read_text())
+    assert set(manifest.graphs) == GRAPHS
+    for name, graph in manifest.graphs.items():
+        onnx.checker.check_model(str(tiny_bundle / graph.file))
+        assert graph.file in manifest.files
+        assert [i.name for i in onnx.load(str(tiny_bundle / graph.file)).graph.input] == [
+            spec.name for spec in graph.inputs]
+    assert {"tokenizer/tokenizer.json"} <= set(manifest.files)
+    assert manifest.exporter["opset"] == 18 and manifest.generation.eos_token_id == 202
 
 
 @torch.no_grad()
@@ -149,9 +151,9 @@ def test_a_tampered_graph_fails_the_manifest_check(tiny_bundle, tmp_path):
 def test_a_single_modality_bundle_merges_the_adapter_into_the_llm(tiny_checkpoint, tmp_path):
     assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--modalities", "image_region"]) == 0
     manifest = load_bundle(tmp_path / "b").manifest
-    assert set(manifest["graphs"]) == {"vision", "qformer_image_region", "llm"}
-    assert manifest["llm"]["stacked"] is False
-    assert "adapter_ids" not in [spec["name"] for spec in manifest["graphs"]["llm"]["inputs"]]
+    assert set(manifest.graphs) == {"vision", "qformer_image_region", "llm"}
+    assert manifest.llm.stacked is False
+    assert "adapter_ids" not in [spec.name for spec in manifest.graphs["llm"].inputs]
 
 
 @pytest.mark.parametrize("problem, args, message", [

@@ -4,6 +4,7 @@ Everything here but the `tensorrt` tests runs without TensorRT: the builder is r
 double (DoubleToolchain) that writes placeholder bytes and "runs" a plan with ONNX Runtime on the
 same ONNX file. It proves the bookkeeping around TensorRT, never TensorRT itself.
 """
+import dataclasses
 import functools
 import json
 import shutil
@@ -12,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from contract.generation import Decoding
 from export.trt import ToolchainUnavailable, export_reason, main, open_toolchain
 from export.trt_build import ParityError, Toolchain, build_engines, rebuild_reason
 from export.trt_profiles import Limits, derive_profiles, random_feeds
@@ -75,22 +77,22 @@ def build(bundle, double, precision="fp32", limits=Limits(max_batch=2, max_regio
 def test_every_dynamic_axis_of_every_graph_has_min_opt_max_in_order(tiny_bundle):
     manifest = load_bundle(tiny_bundle).manifest
     profiles = derive_profiles(manifest, Limits())
-    assert set(profiles) == set(manifest["graphs"])
-    for name, graph in manifest["graphs"].items():
-        for spec in graph["inputs"]:
-            shapes = profiles[name].shapes[spec["name"]]
-            for axis, size in enumerate(spec["shape"]):
+    assert set(profiles) == set(manifest.graphs)
+    for name, graph in manifest.graphs.items():
+        for spec in graph.inputs:
+            shapes = profiles[name].shapes[spec.name]
+            for axis, size in enumerate(spec.shape):
                 low, opt, high = (shapes[point][axis] for point in ("min", "opt", "max"))
                 if isinstance(size, int):
                     assert low == opt == high == size
                 else:
-                    assert 0 <= low <= opt <= high, (name, spec["name"], size)
+                    assert 0 <= low <= opt <= high, (name, spec.name, size)
 
 
 def test_llm_profile_allows_empty_prefix_in_decode_and_empty_past_in_prefill(tiny_bundle):
     manifest = load_bundle(tiny_bundle).manifest
     axes = derive_profiles(manifest, Limits(max_batch=2, max_regions=5)).__getitem__("llm").axes
-    queries, new_tokens = manifest["model"]["num_query_tokens"], manifest["generation"]["max_new_tokens"]
+    queries, new_tokens = manifest.model["num_query_tokens"], manifest.generation.max_new_tokens
     assert axes["prefix"] == (0, 0, queries)  # opt is a decode step: no soft prompt
     assert axes["tokens"] == (1, 1, 1)
     assert axes["past"][0] == 0 and axes["past"][2] == queries + 1 + new_tokens - 1
@@ -135,8 +137,8 @@ def test_random_feeds_keep_ids_and_indices_in_range(tiny_bundle):
     sizes = {"batch": 6, "prefix": 0, "tokens": 1, "past": 5}
     feeds = random_feeds(manifest, "llm", sizes, np.random.default_rng(0))
     assert feeds["prefix_embeds"].shape == (6, 0, 32) and feeds["input_ids"].dtype == np.int64
-    assert feeds["input_ids"].max() < manifest["model"]["text"]["vocab_size"]
-    assert feeds["adapter_ids"].max() <= len(manifest["llm"]["adapters"])
+    assert feeds["input_ids"].max() < manifest.model["text"]["vocab_size"]
+    assert feeds["adapter_ids"].max() <= len(manifest.llm.adapters)
     region = random_feeds(manifest, "qformer_image_region", {"frames": 2, "regions": 9, "image_tokens": 17},
                           np.random.default_rng(0))
     assert region["frame_index"].max() < 2
@@ -171,7 +173,7 @@ def test_cache_key_ignores_everything_else():
 
 def test_rebuild_reason(tmp_path):
     (tmp_path / "g.plan").write_bytes(b"plan")
-    from export.bundle import sha256
+    from contract.manifest import sha256
     entry = {"key": "k1", "file": "g.plan", "sha256": sha256(tmp_path / "g.plan")}
     assert rebuild_reason(entry, "k1", tmp_path) is None
     assert rebuild_reason(None, "k1", tmp_path) == "no engine yet"
@@ -188,10 +190,10 @@ def test_engines_json_records_every_graph_with_its_key_file_and_parity(bundle):
     double = DoubleToolchain()
     rows = build(bundle, double, graphs=None)
     engines = read_engines_manifest(bundle.path)
-    assert set(engines["graphs"]) == set(bundle.manifest["graphs"]) == set(double.built)
+    assert set(engines["graphs"]) == set(bundle.manifest.graphs) == set(double.built)
     profiles = derive_profiles(bundle.manifest, Limits(max_batch=2, max_regions=3))
     for name, entry in engines["graphs"].items():
-        onnx_sha256 = bundle.manifest["files"][bundle.manifest["graphs"][name]["file"]]
+        onnx_sha256 = bundle.manifest.files[bundle.manifest.graphs[name].file]
         assert entry["key"] == engine_key(MACHINE, "fp32", profiles[name].to_json(), onnx_sha256)
         assert entry["file"] == f"{name}-{entry['key'][:16]}.plan"
         assert (bundle.path / ENGINES_DIR / entry["file"]).is_file()
@@ -280,7 +282,7 @@ def test_a_different_checkpoint_re_exports(bundle, tiny_checkpoint, tmp_path):
 
 def test_other_modalities_or_generation_defaults_re_export(bundle, tiny_checkpoint):
     assert "modalities" in export_reason(bundle.path, tiny_checkpoint, ["image"], _generation(bundle))
-    generation = {**_generation(bundle), "num_beams": 5}
+    generation = dataclasses.replace(_generation(bundle), num_beams=5)
     assert "generation defaults" in export_reason(bundle.path, tiny_checkpoint, bundle.modalities, generation)
 
 
@@ -293,7 +295,9 @@ def test_a_missing_or_tampered_bundle_re_exports(bundle, tiny_checkpoint, tmp_pa
 
 
 def _generation(bundle):
-    return {name: bundle.manifest["generation"][name] for name in ("max_new_tokens", "min_new_tokens", "num_beams")}
+    generation = bundle.manifest.generation
+    return Decoding(max_new_tokens=generation.max_new_tokens, min_new_tokens=generation.min_new_tokens,
+                    num_beams=generation.num_beams)
 
 
 # The command line
@@ -320,7 +324,7 @@ def test_the_cli_reuses_the_onnx_bundle_and_writes_engines(bundle, tiny_checkpoi
     printed = capsys.readouterr().out
     assert "reusing the ONNX bundle" in printed and "max |trt-ort|" in printed
     assert (bundle.path / "manifest.json").read_bytes() == manifest_before
-    assert set(read_engines_manifest(bundle.path)["graphs"]) == set(bundle.manifest["graphs"])
+    assert set(read_engines_manifest(bundle.path)["graphs"]) == set(bundle.manifest.graphs)
     load_bundle(bundle.path)  # the engines do not disturb the ONNX bundle's verification
 
 
@@ -370,4 +374,4 @@ def test_real_engines_for_the_tiny_bundle_match_onnx_runtime(bundle, tiny_checkp
     for entry in engines["graphs"].values():
         assert entry["parity_max_abs_diff"] <= 1e-3
     assert main(_args(tiny_checkpoint, bundle.path, "--max-batch", "2", "--max-regions", "3")) == 0
-    assert capsys.readouterr().out.count(" kept") == len(bundle.manifest["graphs"])
+    assert capsys.readouterr().out.count(" kept") == len(bundle.manifest.graphs)

@@ -1,14 +1,15 @@
 """The Describer: backends agree, beam search scores well, bad input is refused with the reason."""
+import re
 import json
 import shutil
 
 import numpy as np
 import pytest
 
+from contract.boxes import box_corners, yaw_to_matrix
 from runtime import Describer
 from runtime.bundle import BundleError
-from runtime.describe import main as describe_main
-from runtime.geometry import box_corners, yaw_to_matrix
+from runtime.cli import main as describe_main
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -78,9 +79,27 @@ def test_a_box_partly_outside_is_described_as_its_clipped_part(onnx_describer):
     ([[100, 100, 120, 130]], "box 0: .*outside the image"),
     ([[5, 5, 5, 20]], "box 0: .*zero width"),
 ])
-def test_degenerate_boxes_are_rejected_with_the_reason(onnx_describer, boxes, reason):
-    with pytest.raises(ValueError, match=reason):
-        onnx_describer.describe_image_regions(IMAGE, boxes)
+def test_unusable_boxes_come_back_with_the_reason(onnx_describer, boxes, reason):
+    (refused,) = onnx_describer.describe_image_regions(IMAGE, boxes)
+    assert re.search(reason.removeprefix("box 0: "), refused.problem)
+    assert refused.text == "" and refused.token_ids == () and np.isnan(refused.score)
+
+
+def test_an_unusable_box_leaves_the_others_described_in_their_places(onnx_describer):
+    onnx_describer.configure(num_beams=1, max_new_tokens=6)
+    alone = onnx_describer.describe_image_regions(IMAGE, BOXES)
+    mixed = onnx_describer.describe_image_regions(IMAGE, [BOXES[0], [np.nan] * 4, *BOXES[1:]])
+    assert mixed[1].problem is not None
+    assert [d.token_ids for d in mixed[:1] + mixed[2:]] == [d.token_ids for d in alone]
+    assert all(d.problem is None for d in alone)
+
+
+def test_a_point_box_beyond_float32_is_refused_alone(onnx_describer):
+    onnx_describer.configure(num_beams=1, max_new_tokens=6)
+    huge = CORNERS[0].astype(np.float64) * 1e300
+    described = onnx_describer.describe_point_regions(SCENE, np.stack([CORNERS[0], huge]))
+    assert described[0].problem is None and described[0].token_ids
+    assert "not all finite" in described[1].problem
 
 
 @pytest.mark.parametrize("image, reason", [
@@ -103,8 +122,8 @@ def test_a_tampered_bundle_is_rejected_on_load(tiny_bundle, tmp_path):
 def test_a_bundle_of_another_format_names_the_fix(tiny_bundle, tmp_path):
     copy = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
-    with pytest.raises(BundleError, match="format 2, this runtime reads format 1: re-export"):
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(BundleError, match="format 1, this runtime reads format 2: re-export"):
         Describer.from_bundle(copy)
 
 

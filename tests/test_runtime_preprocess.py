@@ -51,15 +51,37 @@ def test_bad_images_are_rejected_naming_the_problem(image, problem):
         preprocess.preprocess_image(image, 32)
 
 
-def test_boxes_partly_outside_are_clipped_and_degenerate_ones_rejected_with_the_reason():
-    np.testing.assert_allclose(preprocess.preprocess_boxes([[-10, 5, 50, 200]], (100, 40, 3)),
-                               [[0, 0.05, 1, 1]])
-    with pytest.raises(ValueError, match="box 1: .*negative size"):
-        preprocess.preprocess_boxes([[0, 0, 5, 5], [9, 9, 3, 3]], (100, 40, 3))
-    assert preprocess.preprocess_boxes(np.zeros((0, 4)), (10, 10, 3)).shape == (0, 4)
+def test_boxes_partly_outside_are_clipped_and_unusable_ones_reported_by_row():
+    boxes, problems = preprocess.preprocess_boxes([[-10, 5, 50, 200]], (100, 40, 3))
+    np.testing.assert_allclose(boxes, [[0, 0.05, 1, 1]])
+    assert problems == {}
+    boxes, problems = preprocess.preprocess_boxes([[0, 0, 5, 5], [9, 9, 3, 3], [np.nan] * 4], (100, 40, 3))
+    assert sorted(problems) == [1, 2]
+    assert "negative size" in problems[1] and "not finite" in problems[2]
+    np.testing.assert_allclose(boxes[0], [0, 0, 0.125, 0.05])
+    assert preprocess.preprocess_boxes(np.zeros((0, 4)), (10, 10, 3))[0].shape == (0, 4)
+
+
+def test_boxes_below_the_minimum_size_are_reported():
+    _, problems = preprocess.preprocess_boxes([[0, 0, 3, 30], [0, 0, 30, 30]], (100, 40, 3), min_size_px=4)
+    assert list(problems) == [0] and "minimum region size 4 px" in problems[0]
+
+
+def test_boxes_of_the_wrong_shape_raise():
+    with pytest.raises(ValueError, match=r"\(R, 4\)"):
+        preprocess.preprocess_boxes([[0, 0, 5]], (100, 40, 3))
 
 
 def test_corners_accept_flat_boxes_and_reject_wrong_shapes():
-    assert preprocess.check_corners(np.zeros((2, 24))).shape == (2, 8, 3)
+    corners, problems = preprocess.check_corners(np.zeros((2, 24)))
+    assert corners.shape == (2, 8, 3) and problems == {}
     with pytest.raises(ValueError, match=r"\(R, 8, 3\)"):
         preprocess.check_corners(np.zeros((2, 7, 3)))
+
+
+def test_corners_beyond_float32_are_reported_by_row_not_for_the_whole_batch():
+    corners = np.zeros((3, 8, 3))
+    corners[1, 0, 0] = 1e300  # finite in float64, inf in float32
+    corners[2, 3, 1] = np.nan
+    out, problems = preprocess.check_corners(corners)
+    assert sorted(problems) == [1, 2] and np.isfinite(out).all()

@@ -3,6 +3,7 @@
 Engine selection is specified on engines.json files written here with placeholder plan files (no
 TensorRT involved); running engines needs TensorRT and a CUDA GPU (the `tensorrt` tests).
 """
+import dataclasses
 import json
 import shutil
 import sys
@@ -27,7 +28,7 @@ def bundle(tiny_bundle, tmp_path):
     (bundle.path / ENGINES_DIR).mkdir()
     entries = {}
     for name, profile in derive_profiles(bundle.manifest, Limits()).items():
-        onnx_sha256 = bundle.manifest["files"][bundle.manifest["graphs"][name]["file"]]
+        onnx_sha256 = bundle.manifest.files[bundle.manifest.graphs[name].file]
         key = engine_key(MACHINE, "fp32", profile.to_json(), onnx_sha256)
         entries[name] = {"file": f"{name}-{key[:16]}.plan", "key": key, "precision": "fp32",
                          "profile": profile.to_json(), **MACHINE}
@@ -38,7 +39,7 @@ def bundle(tiny_bundle, tmp_path):
 
 def test_engines_built_for_this_machine_are_chosen_for_every_graph(bundle):
     plans = select_engines(bundle, read_engines_manifest(bundle.path), MACHINE)
-    assert list(plans) == list(bundle.manifest["graphs"])
+    assert list(plans) == list(bundle.manifest.graphs)
     assert all(path.parent == bundle.path / ENGINES_DIR and path.is_file() for path in plans.values())
 
 
@@ -48,7 +49,7 @@ def test_engines_of_another_gpu_are_refused_with_the_command_to_rebuild(bundle):
         select_engines(bundle, read_engines_manifest(bundle.path), other)
     message = str(error.value)
     assert "Test Double GPU" in message and "Jetson Orin" in message
-    assert f"python -m export.trt --ckpt {bundle.manifest['source']['checkpoint']} --out {bundle.path}" in message
+    assert f"python -m export.trt --ckpt {bundle.path / bundle.manifest.source.checkpoint} --out {bundle.path}" in message
 
 
 def test_engines_of_another_tensorrt_version_are_refused(bundle):
@@ -57,7 +58,7 @@ def test_engines_of_another_tensorrt_version_are_refused(bundle):
 
 
 def test_engines_of_a_re_exported_onnx_file_are_refused(bundle):
-    manifest = {**bundle.manifest, "files": {**bundle.manifest["files"], "llm.onnx": "0" * 64}}
+    manifest = dataclasses.replace(bundle.manifest, files={**bundle.manifest.files, "llm.onnx": "0" * 64})
     with pytest.raises(BundleError, match="the llm engine .* or for another ONNX file"):
         select_engines(type(bundle)(bundle.path, manifest), read_engines_manifest(bundle.path), MACHINE)
 

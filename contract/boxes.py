@@ -1,6 +1,13 @@
-"""Box geometry shared by training, runtime and the ROS layer: rotations, 3D box corners, image boxes.
+"""Box conventions of every layer: 2-D image boxes, rotations, and the 8 corners of a 3-D box in their order.
 
-Numpy only, so that the runtime never needs ROS. All functions are batched over a leading axis R.
+2-D: pixel boxes are (x1, y1, x2, y2) on continuous pixel edges, so an image spans [0, W] x [0, H]; the model takes
+them clipped and divided by the image size. A box the model cannot take is reported by `image_box_problems`, the
+one check between a caller's boxes and the graphs.
+3-D: an oriented box is centre, size (full extents along its own axes) and rotation; its corners are
+centre + rotation @ (size / 2 * signs) in BOX_CORNER_SIGNS order. A box whose corners are not all finite is
+reported by `corner_problems`.
+
+Numpy only, so that the runtime never needs ROS or torch. All functions are batched over a leading axis R.
 """
 
 import numpy as np
@@ -115,11 +122,12 @@ def normalize_boxes_xyxy(boxes_px, width: int, height: int) -> np.ndarray:
     return (clipped / np.array([width, height, width, height], dtype=np.float64)).astype(np.float32)
 
 
-def degenerate_boxes_xyxy(boxes_px, width: int, height: int) -> dict[int, str]:
-    """Boxes that describe no pixels of a width x height image, as {row: reason}; empty when all are usable.
+def image_box_problems(boxes_px, width: int, height: int, min_size_px: float = 0.0) -> dict[int, str]:
+    """Boxes the model cannot describe in a width x height image, as {row: reason}; empty when all are usable.
 
-    A box is degenerate when a coordinate is not finite, when x2 < x1 or y2 < y1, or when it has zero width
-    or height once clipped to the image (it lies outside the image, or is a line or a point).
+    A box is unusable when a coordinate is not finite (callers mark a box they could not read with NaN), when
+    x2 < x1 or y2 < y1, when it has zero width or height once clipped to the image (it lies outside the image, or
+    is a line or a point), or when its clipped width or height is below min_size_px.
     """
     boxes = _as_batch("boxes_px", boxes_px, (4,))
     clipped = clip_boxes_xyxy(boxes, width, height)
@@ -138,4 +146,19 @@ def degenerate_boxes_xyxy(boxes_px, width: int, height: int) -> dict[int, str]:
                 f"box {box.tolist()} covers {cx2 - cx1:g} x {cy2 - cy1:g} pixels of the {width}x{height} image: "
                 "it lies outside the image or has zero width or height"
             )
+        elif min(cx2 - cx1, cy2 - cy1) < min_size_px:
+            problems[row] = (
+                f"box {box.tolist()} covers {cx2 - cx1:g} x {cy2 - cy1:g} pixels inside the image, less than the "
+                f"minimum region size {min_size_px:g} px (lower it to describe such boxes)"
+            )
     return problems
+
+
+def corner_problems(corners) -> dict[int, str]:
+    """3-D boxes (R, 8, 3) whose corners the model cannot take, as {row: reason}: any corner not finite (callers
+    mark a box they could not read with NaN; a size finite in float64 can overflow to inf in float32)."""
+    corners = _as_batch("corners", corners, (8, 3))
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(corners.astype(np.float32)).all(axis=(1, 2))
+    return {int(row): "its corners are not all finite (a NaN or inf, or a value beyond float32's range)"
+            for row in np.flatnonzero(~finite)}

@@ -1,4 +1,4 @@
-"""runtime.geometry: rotations, the 3D box corner convention shared with training, and image box helpers."""
+"""contract.boxes: rotations, the 3D box corner convention of every layer, and image box checks."""
 
 import math
 
@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.geometry import (
+from contract.boxes import (
     box_corners,
     clip_boxes_xyxy,
-    degenerate_boxes_xyxy,
+    image_box_problems,
     normalize_boxes_xyxy,
     quaternion_to_matrix,
     yaw_to_matrix,
@@ -136,7 +136,7 @@ def test_an_empty_image_size_is_rejected():
 
 
 def test_usable_boxes_report_no_problems():
-    assert degenerate_boxes_xyxy([[0.0, 0.0, 1.0, 1.0], [-5.0, -5.0, 700.0, 500.0]], 640, 480) == {}
+    assert image_box_problems([[0.0, 0.0, 1.0, 1.0], [-5.0, -5.0, 700.0, 500.0]], 640, 480) == {}
 
 
 def test_degenerate_boxes_are_reported_by_row_with_a_reason():
@@ -147,7 +147,7 @@ def test_degenerate_boxes_are_reported_by_row_with_a_reason():
         [10.0, 10.0, 10.0, 50.0],  # zero width
         [float("nan"), 10.0, 20.0, 50.0],
     ]
-    problems = degenerate_boxes_xyxy(boxes, 640, 480)
+    problems = image_box_problems(boxes, 640, 480)
     assert sorted(problems) == [1, 2, 3, 4]
     assert "covers 0 x 40 pixels of the 640x480 image" in problems[1]
     assert "negative size (-40 x 40)" in problems[2]

@@ -1,9 +1,9 @@
 """Describe regions from the command line, one line per region.
 
-    python -m runtime.describe --bundle B --image img.png --box 10,20,120,200 [--box ...]
-    python -m runtime.describe --bundle B --points scene.npy --box3d 1.0,0.5,0.4,0.6,0.6,0.8[,yaw] [...]
-    python -m runtime.describe --bundle B --points object.npy          (the whole object)
-    python -m runtime.describe --bundle B --image img.png              (the whole image)
+    python -m runtime.cli --bundle B --image img.png --box 10,20,120,200 [--box ...]
+    python -m runtime.cli --bundle B --points scene.npy --box3d 1.0,0.5,0.4,0.6,0.6,0.8[,yaw] [...]
+    python -m runtime.cli --bundle B --points object.npy          (the whole object)
+    python -m runtime.cli --bundle B --image img.png              (the whole image)
 """
 import argparse
 import sys
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.boxes import box_corners, yaw_to_matrix
 from runtime.describer import BACKENDS, Describer
-from runtime.geometry import box_corners, yaw_to_matrix
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str, example: str) -> list[float]:
@@ -79,12 +79,13 @@ def describe(args) -> list[str]:
             labels = [f"box3d {i} [{b}]" for i, b in enumerate(args.box3d)]
         else:
             results, labels = describer.describe_point_objects([points]), ["object"]
-    return [f"{label}: {r.text} (score {r.score:.2f}, {r.timings_ms['total']:.0f} ms)"
+    return [f"{label}: not described: {r.problem}" if r.problem else
+            f"{label}: {r.text} (score {r.score:.2f}, {r.timings_ms['total']:.0f} ms)"
             for label, r in zip(labels, results)]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime.describe", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m runtime.cli", description=__doc__.splitlines()[0],
                                      epilog="\n".join(__doc__.splitlines()[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, type=Path, help="exported bundle (python -m export.onnx)")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lines = describe(args)
     except ValueError as error:  # BundleError is a ValueError
-        print(f"runtime.describe: {error}", file=sys.stderr)
+        print(f"runtime.cli: {error}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 0

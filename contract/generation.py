@@ -1,0 +1,43 @@
+"""How descriptions are decoded: the settings every backend takes, and the named sets of defaults.
+
+A bundle records its GenerationSettings in its manifest; the runtime starts from them and callers may change the
+decoding fields (Describer.configure). The token ids come from the model's config, never from here.
+"""
+from dataclasses import dataclass
+
+# What a bundle decodes with unless its exporter says otherwise: greedy, at most 30 new tokens.
+DEFAULT_MAX_NEW_TOKENS = 30
+DEFAULT_MIN_NEW_TOKENS = 0
+DEFAULT_NUM_BEAMS = 1
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The decoding choices, without token ids: what a user picks."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    min_new_tokens: int = DEFAULT_MIN_NEW_TOKENS
+    num_beams: int = DEFAULT_NUM_BEAMS
+
+
+# The released RegionBLIP evaluation: beam 5, at least 8 and at most 30 new tokens.
+RELEASE_EVALUATION = Decoding(max_new_tokens=30, min_new_tokens=8, num_beams=5)
+# Our evaluation on synthetic scenes: captions there can be a single short word, and whole-image lists run long.
+SYNTHETIC_EVALUATION = Decoding(max_new_tokens=40, min_new_tokens=1, num_beams=5)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    bos_token_id: int
+    eos_token_id: int  # the stop token ("\n")
+    pad_token_id: int
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    min_new_tokens: int = DEFAULT_MIN_NEW_TOKENS
+    num_beams: int = DEFAULT_NUM_BEAMS
+
+    def __post_init__(self):
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens or self.max_new_tokens < 1:
+            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
+                             f"{self.min_new_tokens} and {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams is {self.num_beams}: use 1 for greedy decoding or more for beam search")
