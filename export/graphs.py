@@ -19,7 +19,7 @@ from torch import nn
 
 from export.lora import merged_copy
 from export.llm import ExportableOPT
-from training.config import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
+from contract.modalities import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
 from training.modeling_regionblip import RegionBLIP
 from training.pafe import crop_box_points, mark_box
 

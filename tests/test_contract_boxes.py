@@ -70,7 +70,7 @@ def test_batched_rotations_keep_the_batch_axis():
 # --- 3D box corners ----------------------------------------------------------------------------------------
 
 
-def test_axis_aligned_box_corners_follow_the_training_sign_order():
+def test_axis_aligned_box_corners_follow_the_sign_order():
     corners = box_corners(center=[[1.0, 2.0, 3.0]], size=[[2.0, 4.0, 6.0]], rotation=[np.eye(3)])
     expected = [
         [0, 0, 0],  # (-, -, -)

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from training.data.boxes import CORNER_SIGNS, box_corners, normalize_box_xywh
+from contract.boxes import BOX_CORNER_SIGNS
+from training.data.boxes import box_corners, normalize_box_xywh
 
 
 def test_corner_signs_are_in_the_documented_order():
     expected = [(-1, -1, -1), (-1, -1, 1), (-1, 1, -1), (-1, 1, 1), (1, -1, -1), (1, -1, 1), (1, 1, -1), (1, 1, 1)]
-    assert CORNER_SIGNS.tolist() == [list(signs) for signs in expected]
+    assert BOX_CORNER_SIGNS.tolist() == [list(signs) for signs in expected]
 
 
 def test_axis_aligned_corners_span_center_plus_minus_half_size():

@@ -6,8 +6,9 @@ import torch
 
 from training.data.boxes import box_corners
 from training.data.batching import collate_images, collate_points
-from training.data.image_preprocess import preprocess_image
-from training.data.point_preprocess import augment_object, augment_scene, normalize_unit_sphere, sample_points
+from contract.preprocessing import normalize_unit_sphere
+from contract.preprocessing import pixel_values as preprocess_image
+from training.data.point_preprocess import augment_object, augment_scene, sample_points
 from training.data.samples import DataError, ImageSample, PointSample
 from training.data.synthetic_images import SyntheticImageDataset
 

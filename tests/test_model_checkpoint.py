@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, models
 from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration, PreTrainedTokenizerFast
 
-from training.config import MODALITIES, RegionBLIPConfig
+from contract.modalities import MODALITIES
+from training.config import RegionBLIPConfig
 from training.modeling_regionblip import RegionBLIP
 
 GEN = dict(num_beams=2, max_new_tokens=6, min_new_tokens=2)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from training.config import MODALITIES, RegionBLIPConfig
+from contract.modalities import MODALITIES
+from training.config import RegionBLIPConfig
 from training.modeling_regionblip import RegionBLIP
 
 GEN = dict(num_beams=2, max_new_tokens=6, min_new_tokens=2)

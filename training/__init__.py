@@ -1,1 +1,1 @@
-"""RegionBLIP in PyTorch: the model, datasets, trainer and evaluation (research/offline side)."""
+"""RegionBLIP in PyTorch: the model, datasets, trainer and evaluation (the offline side)."""

@@ -11,12 +11,14 @@ from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 from transformers import Blip2Config
 
+from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION
+
 from .config import RegionBLIPConfig
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-LAVIS_MODALITIES = {"img": "image", "img_region": "image_region", "pc": "pointcloud", "pc_region": "pointcloud_region"}
+LAVIS_MODALITIES = {"img": IMAGE, "img_region": IMAGE_REGION, "pc": POINTCLOUD, "pc_region": POINTCLOUD_REGION}
 # (pattern, replacement) applied in order to every LAVIS key; names as in transformers' BLIP-2 conversion script.
 LAVIS_RENAMES = [
     (r"^visual_encoder\.cls_token$", "vision_model.embeddings.class_embedding"),

@@ -12,11 +12,6 @@ from pathlib import Path
 
 from transformers import Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
 
-MODALITIES = ("image", "image_region", "pointcloud", "pointcloud_region")
-REGION_MODALITIES = ("image_region", "pointcloud_region")
-POINT_MODALITIES = ("pointcloud", "pointcloud_region")
-# Values per box fed to PaFE and predicted by the regression head: normalized xyxy, or 8 corners x 3.
-BOX_DIMS = {"image_region": 4, "pointcloud_region": 24}
 
 
 @dataclass
@@ -34,9 +29,8 @@ class RegionBLIPConfig:
     point_heads: int = 6
     # PaFE box MLP: box -> hidden -> Q-Former width
     region_embed_hidden: int = 128
-    # Point-BERT -> Q-Former adapter init: None is PyTorch's Linear default (as released). From scratch the default
-    # small model sets 0.25: at the default scale the point Q-Former's outputs hardly vary between clouds (std 0.03
-    # across samples against 0.7 for images) and stage 2 sits on the caption prior for hundreds of steps.
+    # Point-BERT -> Q-Former adapter init: None is PyTorch's Linear default (as released). The default small model
+    # sets 0.25, so that its point Q-Former's outputs vary between clouds from the start (docs/experiments.md).
     point_adapter_init_std: float | None = None
     # PaFE also marks the ViT tokens inside an image region with a learned vector (training/pafe.py). False is the
     # released code (box embedding on the queries only); the default small model sets True.

@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import MODALITIES, RegionBLIPConfig
+from contract.generation import SYNTHETIC_EVALUATION
+from contract.modalities import IMAGE, MODALITIES
+
+from .config import RegionBLIPConfig
 from .metrics import attribute_exact_match, caption_metrics
 from .modeling_regionblip import RegionBLIP
 from .tasks import collate, frame_inputs, make_dataset, tokenize_captions
@@ -90,9 +93,9 @@ def compare_image_outputs(model: RegionBLIP, other: RegionBLIP, tokenizer, sampl
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start:start + batch_size], model.config.image_size)
         text = tokenize_captions(batch["captions"], tokenizer)
-        a, b = (m("image", **text, **frame_inputs(batch)).logits for m in (model, other))
+        a, b = (m(IMAGE, **text, **frame_inputs(batch)).logits for m in (model, other))
         same_logits &= torch.equal(a, b)
-        ta, tb = (m.generate("image", **frame_inputs(batch), **generation).token_ids for m in (model, other))
+        ta, tb = (m.generate(IMAGE, **frame_inputs(batch), **generation).token_ids for m in (model, other))
         same_tokens &= ta.shape == tb.shape and torch.equal(ta, tb)
     return {"num": len(samples), "identical_logits": bool(same_logits), "identical_tokens": bool(same_tokens)}
 
@@ -110,8 +113,9 @@ def load_checkpoint_dir(directory: str | Path) -> tuple[RegionBLIP, object]:
         raise ValueError(f"cannot load {directory}: {error}; re-run training or copy the checkpoint again") from error
 
 
-def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int, num_beams: int = 5, max_new_tokens: int = 40,
-             min_new_tokens: int = 1, batch_size: int = 32, image_size: int | None = None,
+def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int,
+             num_beams: int = SYNTHETIC_EVALUATION.num_beams, max_new_tokens: int = SYNTHETIC_EVALUATION.max_new_tokens,
+             min_new_tokens: int = SYNTHETIC_EVALUATION.min_new_tokens, batch_size: int = 32, image_size: int | None = None,
              compare_image: str | Path | None = None, examples: int = 5, progress: bool = False) -> dict:
     if num < 1 or num > EVAL_POOL:
         raise ValueError(f"--num must be in [1, {EVAL_POOL}], got {num}")
@@ -136,7 +140,7 @@ def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int, num_beams: int
             "examples": [{"prediction": p, "reference": s.caption} for p, s in zip(predictions, samples)][:examples],
         }
     if other is not None:
-        samples = [eval_dataset(source, "image", image_size, model.config)[i] for i in indices]
+        samples = [eval_dataset(source, IMAGE, image_size, model.config)[i] for i in indices]
         results["image_identity"] = {"other": str(compare_image), **compare_image_outputs(
             model, other, tokenizer, samples, batch_size=batch_size, generation=generation)}
     results["wall_s"] = round(time.perf_counter() - started, 1)
@@ -163,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, default=100, help="held-out samples per modality")
     parser.add_argument("--seed", type=int, default=0, help="which held-out samples")
     parser.add_argument("--out", type=Path, default=None, help="results JSON to write")
-    parser.add_argument("--beams", type=int, default=5)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--min-new-tokens", type=int, default=1)
+    parser.add_argument("--beams", type=int, default=SYNTHETIC_EVALUATION.num_beams)
+    parser.add_argument("--max-new-tokens", type=int, default=SYNTHETIC_EVALUATION.max_new_tokens)
+    parser.add_argument("--min-new-tokens", type=int, default=SYNTHETIC_EVALUATION.min_new_tokens)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=None,
                         help="synthetic images are drawn at this size (default: the model's input size)")

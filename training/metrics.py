@@ -22,15 +22,17 @@ from typing import Hashable
 
 import numpy as np
 
+from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION
+
 from .data.vocabulary import parse_objects
 
 logger = logging.getLogger("training.metrics")
 
 ATTRIBUTE_KEYS = {
-    "image": ("size", "colour", "shape"),
-    "image_region": ("size", "colour", "shape"),
-    "pointcloud": ("shape",),  # objects are unit-sphere normalised: their size cannot be seen
-    "pointcloud_region": ("size", "shape"),
+    IMAGE: ("size", "colour", "shape"),
+    IMAGE_REGION: ("size", "colour", "shape"),
+    POINTCLOUD: ("shape",),  # objects are unit-sphere normalised: their size cannot be seen
+    POINTCLOUD_REGION: ("size", "shape"),
 }
 
 
@@ -101,7 +103,7 @@ def _wanted(requested: bool | None, available: bool, requirement: str) -> bool:
 
 def _target_objects(attributes: dict, modality: str) -> list[dict]:
     keys = ATTRIBUTE_KEYS[modality]
-    objects = attributes["objects"] if modality == "image" else [attributes]
+    objects = attributes["objects"] if modality == IMAGE else [attributes]
     return [{k: obj[k] for k in keys} for obj in objects]
 
 
@@ -125,7 +127,7 @@ def attribute_exact_match(predictions: list[str], attributes: list[dict], modali
     for text, truth in zip(predictions, attributes):
         targets = _target_objects(truth, modality)
         parsed = [{k: obj.get(k) for k in keys} for obj in parse_objects(text)]
-        if modality == "image":
+        if modality == IMAGE:
             hits["exact_match"].append(_multiset(parsed, keys) == _multiset(targets, keys))
             hits.setdefault("object_count", []).append(len(parsed) == len(targets))
             continue

@@ -2,7 +2,9 @@
 
 import torch
 
-from .config import BOX_DIMS, MODALITIES, REGION_MODALITIES, RegionBLIPConfig
+from contract.modalities import BOX_DIMS, MODALITIES, POINTCLOUD_REGION, REGION_MODALITIES
+
+from .config import RegionBLIPConfig
 
 
 def check_modality(modality: str) -> None:
@@ -47,7 +49,7 @@ def check_boxes(modality: str, boxes: torch.Tensor | None) -> torch.Tensor | Non
         raise ValueError(f"modality {modality!r} needs boxes")
     if not boxes.is_floating_point() or not torch.isfinite(boxes).all():
         raise ValueError(f"boxes must be finite floats, got {boxes.dtype}")
-    if modality == "pointcloud_region":
+    if modality == POINTCLOUD_REGION:
         if boxes.ndim == 3 and tuple(boxes.shape[1:]) == (8, 3):
             boxes = boxes.flatten(1)
         if boxes.ndim != 2 or boxes.shape[1] != BOX_DIMS[modality]:

@@ -14,7 +14,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM, Blip2QFormerModel, Blip2VisionModel
 
 from . import checkpoint
-from .config import BOX_DIMS, MODALITIES, POINT_MODALITIES, REGION_MODALITIES, RegionBLIPConfig
+from contract.modalities import BOX_DIMS, MODALITIES, POINT_MODALITIES, REGION_MODALITIES
+
+from .config import RegionBLIPConfig
 from .generation import Generated, generate_from_prompt
 from .lora import OPT_TARGETS, QFORMER_TARGETS, activate_adapter, add_adapters
 from .modeling_inputs import (check_boxes, check_captions, check_frame_index, check_modality, check_pixel_values,

@@ -1,20 +1,16 @@
 """PaFE's feature side: what the region queries see besides the whole frame. Both are options beyond the
-released code, which adds a box embedding to the region queries only (research notes, section 0).
-
-The paper's PaFE text was not found (research notes, section 7).
+released code, which adds a box embedding to the region queries only; their measurements are in docs/experiments.md.
 
 Image regions (config.region_feature_mask): the image-region path also adds one learned vector to the
 ViT features, weighted by the fraction of each patch cell the box covers (the CLS token: 0). The frozen
 Q-Former's keys then carry "inside the box" as one direction that the region queries learn to attend to.
-Measured from the same stage-1 checkpoint on the same data: the image-region loss after 300 steps fell from
-0.36 (queries only) to 0.13. Plain tensor ops, so the ONNX Q-Former graph computes it from the boxes it gets.
+Plain tensor ops, so the ONNX Q-Former graph computes it from the boxes it gets.
 
 Point regions (config.point_region_crop = K): the K scene points nearest the box, measured in box-normalised
 distance (so the points inside come first, then a rim around it), centred on the box and scaled by half its
 largest extent, are encoded by Point-BERT as the region's own cloud; its tokens are appended to the scene's.
-Marking the scene's Point-BERT groups inside the box, as for images, did not help (loss on the first caption
-tokens after 300 steps 0.52 against 0.44): a small object holds one or two of the scene's 64 groups, too few
-to tell its shape. With a 256-point crop the same loss after 600 steps fell from 0.41 to 0.13.
+A small object holds one or two of the scene's Point-BERT groups, too few to tell its shape, so marking the scene's
+groups inside the box (as for images) does not do.
 """
 
 import torch
@@ -38,7 +34,7 @@ def mark_box(features: torch.Tensor, boxes: torch.Tensor, embedding: torch.Tenso
 
 
 def crop_box_points(points: torch.Tensor, corners: torch.Tensor, count: int) -> torch.Tensor:
-    """(R, N, 3) each region's scene and (R, 24) its box corners (training/data/boxes.py order) -> (R, count, 3):
+    """(R, N, 3) each region's scene and (R, 24) its box corners (contract/boxes.py order) -> (R, count, 3):
     the `count` points nearest the box in box-normalised Chebyshev distance (inside first), centred on the box
     and divided by half its largest extent."""
     corners = corners.reshape(-1, 8, 3)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import REGION_MODALITIES, RegionBLIPConfig
+from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION, REGION_MODALITIES
+
+from .config import RegionBLIPConfig
 from .data import (Cap3DDataset, ScanReferDataset, SyntheticImageDataset, SyntheticPointDataset, collate_images,
                    collate_points, load_refcoco, load_region_json)
 from .trainer_config import TaskConfig
@@ -30,10 +32,10 @@ class SyntheticCaptions:
 
     def __init__(self, split: str, length: int, max_objects: int):
         self.length = length
-        self.sources = [SyntheticImageDataset("image", split, length, max_objects=max_objects),
-                        SyntheticImageDataset("image_region", split, length, max_objects=max_objects),
-                        SyntheticPointDataset("pointcloud", split, length, max_objects=max_objects),
-                        SyntheticPointDataset("pointcloud_region", split, length, max_objects=max_objects)]
+        self.sources = [SyntheticImageDataset(IMAGE, split, length, max_objects=max_objects),
+                        SyntheticImageDataset(IMAGE_REGION, split, length, max_objects=max_objects),
+                        SyntheticPointDataset(POINTCLOUD, split, length, max_objects=max_objects),
+                        SyntheticPointDataset(POINTCLOUD_REGION, split, length, max_objects=max_objects)]
 
     def __len__(self) -> int:
         return self.length
@@ -66,11 +68,11 @@ def make_dataset(task: TaskConfig, split: str, model_config: RegionBLIPConfig, s
         return real_dataset(task, model_config, seed)
     if task.modality == "text":
         return SyntheticCaptions(split, task.length, task.max_objects)
-    if task.modality in ("image", "image_region", PATCH_MODALITY):
-        modality = "image_region" if task.modality == "image_region" else "image"
+    if task.modality in (IMAGE, IMAGE_REGION, PATCH_MODALITY):
+        modality = IMAGE_REGION if task.modality == IMAGE_REGION else IMAGE
         return SyntheticImageDataset(modality, split=split, length=task.length, image_size=task.image_size,
                                      max_objects=task.max_objects)
-    num_points = model_config.object_num_points if task.modality == "pointcloud" else model_config.scene_num_points
+    num_points = model_config.object_num_points if task.modality == POINTCLOUD else model_config.scene_num_points
     return SyntheticPointDataset(task.modality, split=split, length=task.length, num_points=num_points,
                                  max_objects=task.max_objects)
 

@@ -20,6 +20,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION
+
 from .data.synthetic_images import SyntheticImageDataset
 from .data.synthetic_points import SyntheticPointDataset
 
@@ -33,10 +35,10 @@ CORPUS_SAMPLES_PER_MODALITY = 2000
 
 def synthetic_caption_corpus(samples_per_modality: int = CORPUS_SAMPLES_PER_MODALITY) -> list[str]:
     """Train-split captions of all four synthetic modalities (no images or points are drawn)."""
-    datasets = [SyntheticImageDataset("image", length=samples_per_modality),
-                SyntheticImageDataset("image_region", length=samples_per_modality),
-                SyntheticPointDataset("pointcloud", length=samples_per_modality),
-                SyntheticPointDataset("pointcloud_region", length=samples_per_modality)]
+    datasets = [SyntheticImageDataset(IMAGE, length=samples_per_modality),
+                SyntheticImageDataset(IMAGE_REGION, length=samples_per_modality),
+                SyntheticPointDataset(POINTCLOUD, length=samples_per_modality),
+                SyntheticPointDataset(POINTCLOUD_REGION, length=samples_per_modality)]
     return [caption for dataset in datasets for caption in dataset.captions()]
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .config import POINT_MODALITIES
+from contract.modalities import IMAGE, POINT_MODALITIES
+
 from .modeling_regionblip import RegionBLIP, RegionBLIPOutput
 from .schedule import batches_drawn, learning_rate, task_cycle
 from .tasks import TaskStream, to_device
@@ -54,8 +55,8 @@ def init_from_image(model: RegionBLIP, modalities: list[str]) -> None:
     """Start `modalities` from the trained image path: query tokens and LLM projection copied from `image`, and for
     a point modality the point Q-Former's base weights from the image Q-Former (as `from_blip2` does)."""
     for modality in modalities:
-        model.query_tokens[modality].copy_(model.query_tokens["image"])
-        model.language_projection[modality].load_state_dict(model.language_projection["image"].state_dict())
+        model.query_tokens[modality].copy_(model.query_tokens[IMAGE])
+        model.language_projection[modality].load_state_dict(model.language_projection[IMAGE].state_dict())
     if not set(modalities) & set(POINT_MODALITIES):
         return
     image = {k: v for k, v in model.qformer.state_dict().items() if ".lora_" not in k}
@@ -67,7 +68,7 @@ def init_from_image(model: RegionBLIP, modalities: list[str]) -> None:
 
 def language_only_loss(model: RegionBLIP, input_ids, attention_mask) -> RegionBLIPOutput:
     """The `text` task: the LLM alone (no soft prompt, no adapter) predicts the caption tokens."""
-    model.use_modality("image")
+    model.use_modality(IMAGE)
     out = model.language_model(input_ids=input_ids, attention_mask=attention_mask,
                                labels=input_ids.masked_fill(attention_mask == 0, -100))
     return RegionBLIPOutput(loss=out.loss, lm_loss=out.loss, box_loss=None, logits=out.logits)

@@ -14,16 +14,18 @@ from pathlib import Path
 
 import yaml
 
-from .config import MODALITIES, RegionBLIPConfig
+from contract.modalities import IMAGE, IMAGE_REGION, MODALITIES, POINTCLOUD, POINTCLOUD_REGION
+
+from .config import RegionBLIPConfig
 from .vision_pretraining import MODALITY as PATCH_MODALITY
 
 STAGE_KINDS = ("vision", "blip2", "regionblip")
 # The real datasets a task can read (training/data/): the modality each holds and the files its reader needs.
 REAL_SOURCES = {
-    "refcoco": ("image_region", ("instances_json", "refs_json", "image_dir")),  # RefCOCO / RefCOCO+ / RefCOCOg
-    "region_json": ("image_region", ("path", "image_root")),  # RegionBLIP's region json list
-    "cap3d": ("pointcloud", ("captions_file", "points_dir")),  # Cap3D captions + Objaverse {uid}_8192.npz
-    "scanrefer": ("pointcloud_region", ("scanrefer_json", "scannet_dir")),  # ScanRefer + ScanNet *_aligned_*.npy
+    "refcoco": (IMAGE_REGION, ("instances_json", "refs_json", "image_dir")),  # RefCOCO / RefCOCO+ / RefCOCOg
+    "region_json": (IMAGE_REGION, ("path", "image_root")),  # RegionBLIP's region json list
+    "cap3d": (POINTCLOUD, ("captions_file", "points_dir")),  # Cap3D captions + Objaverse {uid}_8192.npz
+    "scanrefer": (POINTCLOUD_REGION, ("scanrefer_json", "scannet_dir")),  # ScanRefer + ScanNet *_aligned_*.npy
 }
 DATA_SOURCES = ("synthetic", *REAL_SOURCES)
 AMP_MODES = (None, "bf16")
@@ -179,10 +181,10 @@ def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
         if (stage.kind == "vision") != (task.modality == PATCH_MODALITY):
             raise TrainConfigError(f"{where}.tasks[{i}]: {PATCH_MODALITY!r} is the task of a vision stage, and its "
                                    f"only one; got {task.modality!r} in a {stage.kind} stage")
-        if stage.kind == "blip2" and task.modality not in ("image", "text"):
+        if stage.kind == "blip2" and task.modality not in (IMAGE, "text"):
             raise TrainConfigError(f"{where}: a blip2 stage trains the image modality (and text), not "
                                    f"{task.modality!r}")
-        if stage.kind == "regionblip" and task.modality in ("image", "text"):
+        if stage.kind == "regionblip" and task.modality in (IMAGE, "text"):
             raise TrainConfigError(f"{where}: the image path and the LLM are frozen in a regionblip stage; train "
                                    f"{task.modality!r} in blip2")
         if not isinstance(task.weight, int) or task.weight < 1 or task.length < 1:

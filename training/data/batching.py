@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .image_preprocess import preprocess_image
+from contract.modalities import IMAGE_REGION, POINTCLOUD_REGION
+from contract.preprocessing import pixel_values
+
 from .samples import ImageSample, PointSample
 
 
@@ -24,8 +26,8 @@ def _single_modality(samples) -> str:
 def collate_images(samples: list[ImageSample], image_size: int) -> dict:
     """Batch of one image modality -> {'pixel_values': (B, 3, S, S), 'boxes': (B, 4) or absent, 'captions'}."""
     batch = {"modality": _single_modality(samples), "captions": [s.caption for s in samples],
-             "pixel_values": torch.from_numpy(np.stack([preprocess_image(s.image, image_size) for s in samples]))}
-    if batch["modality"] == "image_region":
+             "pixel_values": torch.from_numpy(np.stack([pixel_values(s.image, image_size) for s in samples]))}
+    if batch["modality"] == IMAGE_REGION:
         batch["boxes"] = torch.from_numpy(np.stack([s.box_xyxy for s in samples]))
     return batch
 
@@ -38,6 +40,6 @@ def collate_points(samples: list[PointSample]) -> dict:
         raise ValueError(f"point counts differ within the batch {sorted(sizes)}: resample with sample_points first")
     batch = {"modality": modality, "captions": [s.caption for s in samples],
              "points": torch.from_numpy(np.stack([s.points for s in samples]))}
-    if batch["modality"] == "pointcloud_region":
+    if batch["modality"] == POINTCLOUD_REGION:
         batch["corners"] = torch.from_numpy(np.stack([s.corners for s in samples]))
     return batch

@@ -1,23 +1,15 @@
-"""Box conventions shared by training and runtime: 2-D region boxes and 3-D oriented box corners.
+"""Boxes as training data gives them: 2-D annotations in pixel xywh, 3-D boxes as centre, size and yaw.
 
-2-D: annotations give xywh in pixels; the model takes xyxy normalised by the image size. As the
-released RegionBLIP dataset does, the box is clamped to the image and cast to int *before*
-normalising (this loses sub-pixel precision on purpose, for parity).
-
-3-D: an oriented box is centre (3), size (3) = extents along its own x, y, z, and yaw (radians,
-about +z). Its 8 corners are the box-frame points size/2 * signs with signs, in this order,
-    (-,-,-), (-,-,+), (-,+,-), (-,+,+), (+,-,-), (+,-,+), (+,+,-), (+,+,+)   for (x, y, z),
-rotated by yaw and translated by the centre. The runtime builds corners with the same rule.
-(The released ScanRefer loader swaps the y and z extents; we do not, so its weights do not apply.)
+2-D: the model takes xyxy normalised by the image size. As the released RegionBLIP dataset does, the box is
+clamped to the image and cast to int *before* normalising (this loses sub-pixel precision on purpose, for parity).
+3-D: one box's corners in the order every layer uses (contract/boxes.py).
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
-CORNER_SIGNS = np.array(list(itertools.product((-1.0, 1.0), repeat=3)), dtype=np.float32)  # (8, 3)
+from contract import boxes
 
 
 def clamp_box_xywh(bbox_xywh, width: int, height: int) -> np.ndarray:
@@ -40,13 +32,11 @@ def normalize_box_xywh(bbox_xywh, width: int, height: int) -> np.ndarray:
 
 def yaw_rotation(yaw: float) -> np.ndarray:
     """(3, 3) rotation about +z by `yaw` radians."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return boxes.yaw_to_matrix([yaw])[0]
 
 
 def box_corners(center, size, yaw: float = 0.0) -> np.ndarray:
-    """Corners (8, 3) float32 of the oriented box, in the order of CORNER_SIGNS (module docstring)."""
-    center = np.asarray(center, dtype=np.float64).reshape(3)
-    size = np.asarray(size, dtype=np.float64).reshape(3)
-    local = CORNER_SIGNS.astype(np.float64) * (size / 2.0)
-    return (local @ yaw_rotation(yaw).T + center).astype(np.float32)
+    """Corners (8, 3) float32 of one box of centre (3,), size (3,) and yaw about +z (contract/boxes.py order)."""
+    center = np.asarray(center, dtype=np.float64).reshape(1, 3)
+    size = np.asarray(size, dtype=np.float64).reshape(1, 3)
+    return boxes.box_corners(center, size, boxes.yaw_to_matrix([yaw]))[0]

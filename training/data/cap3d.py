@@ -17,7 +17,9 @@ import numpy as np
 
 from .array_files import load_xyz
 from .caption_text import blip_caption
-from .point_preprocess import augment_object, normalize_unit_sphere, sample_points
+from contract.preprocessing import normalize_unit_sphere
+
+from .point_preprocess import augment_object, sample_points
 from .problems import ProblemLog
 from .samples import DataError, PointSample
 

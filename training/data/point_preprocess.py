@@ -23,13 +23,6 @@ def sample_points(points: np.ndarray, num_points: int, rng: np.random.Generator)
     return points[index].astype(np.float32)
 
 
-def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
-    """Centre on the mean and scale so that the farthest point is at distance 1."""
-    centred = points - points.mean(axis=0)
-    radius = np.linalg.norm(centred, axis=1).max()
-    return (centred / radius if radius > 0 else centred).astype(np.float32)
-
-
 def _rotation_xyz(angles: np.ndarray) -> np.ndarray:
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)

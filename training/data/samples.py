@@ -1,7 +1,7 @@
 """The sample types every reader and generator yields, and the error they raise on bad data.
 
 A sample holds one caption and what it describes, in the units the model consumes after
-preprocessing (see `image_preprocess` and `point_preprocess`):
+preprocessing (see contract/preprocessing.py and `point_preprocess`):
 
 - `ImageSample`: an RGB image (H, W, 3) uint8 at its native size and, for a region, its box as
   normalised xyxy in [0, 1]. Whole image -> modality "image"; with a box -> "image_region".
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-MODALITIES = ("image", "image_region", "pointcloud", "pointcloud_region")
+from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION
+
 
 
 class DataError(ValueError):
@@ -48,7 +49,7 @@ class ImageSample:
 
     @property
     def modality(self) -> str:
-        return "image" if self.box_xyxy is None else "image_region"
+        return IMAGE if self.box_xyxy is None else IMAGE_REGION
 
 
 @dataclass
@@ -69,4 +70,4 @@ class PointSample:
 
     @property
     def modality(self) -> str:
-        return "pointcloud" if self.corners is None else "pointcloud_region"
+        return POINTCLOUD if self.corners is None else POINTCLOUD_REGION

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.modalities import POINTCLOUD, POINTCLOUD_REGION
+from contract.preprocessing import normalize_unit_sphere
+
 from .boxes import box_corners, yaw_rotation
-from .point_preprocess import normalize_unit_sphere, sample_points
+from .point_preprocess import sample_points
 from .samples import PointSample
 from .splits import sample_rng
 from .vocabulary import POINT_SHAPES, SIZES, object_phrase
@@ -163,9 +166,9 @@ class SyntheticPointDataset:
     modality "pointcloud_region": a scene on the ground plane and the corners of one object's box.
     """
 
-    def __init__(self, modality: str = "pointcloud", split: str = "train", length: int = 10_000,
+    def __init__(self, modality: str = POINTCLOUD, split: str = "train", length: int = 10_000,
                  num_points: int = 2048, max_objects: int = 5):
-        if modality not in ("pointcloud", "pointcloud_region"):
+        if modality not in (POINTCLOUD, POINTCLOUD_REGION):
             raise ValueError(f"SyntheticPointDataset makes 'pointcloud' or 'pointcloud_region' samples, not {modality!r}")
         self.modality, self.split, self.length = modality, split, length
         self.num_points, self.max_objects = num_points, max_objects
@@ -177,14 +180,14 @@ class SyntheticPointDataset:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
         rng = sample_rng(self.split, self.modality, index)
-        if self.modality == "pointcloud":
+        if self.modality == POINTCLOUD:
             return rng, [sample_primitive(rng)], 0
         scene = sample_scene(rng, self.max_objects)
         return rng, scene, int(rng.integers(len(scene)))
 
     def caption(self, index: int) -> str:
         _, scene, region = self._layout(index)
-        return object_phrase(scene[0].shape) if self.modality == "pointcloud" else region_caption(scene, region)[0]
+        return object_phrase(scene[0].shape) if self.modality == POINTCLOUD else region_caption(scene, region)[0]
 
     def captions(self):
         """All captions of the split without sampling any point (the tokenizer's corpus)."""
@@ -193,7 +196,7 @@ class SyntheticPointDataset:
     def __getitem__(self, index: int) -> PointSample:
         rng, scene, region = self._layout(index)
         seed = {"split": self.split, "index": index}
-        if self.modality == "pointcloud":
+        if self.modality == POINTCLOUD:
             spec = scene[0]
             surface = surface_points(spec, self.num_points, rng)
             points = normalize_unit_sphere(sensor_effects(surface, self.num_points, rng))
