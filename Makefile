@@ -43,7 +43,7 @@ demo: $(STAMP)
 		echo "make demo: models/default/model.safetensors is missing: training the default model first (make train-default)"; \
 		$(MAKE) --no-print-directory train-default; \
 	fi
-	$(PY) -m regionblip_ros.demo --checkpoint models/default --bundle bundles/default --out demo_out
+	$(PY) -m tools.demo --checkpoint models/default --bundle bundles/default --out demo_out
 
 clean:
 	rm -rf $(VENV) build

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_reports_throughput_ratio_token_identity_and_the_bandwidth_bound():
-    done = subprocess.run([sys.executable, "-m", "runtime.bench", "--preset", "tiny", "--regions", "3",
+    done = subprocess.run([sys.executable, "-m", "tools.bench_runtime", "--preset", "tiny", "--regions", "3",
                            "--tokens", "4", "--frames", "1", "--decode-steps", "3"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""python -m regionblip_ros.demo (make demo): a shortened run on the tiny checkpoint, the bundle cache, and,
+"""python -m tools.demo (make demo): a shortened run on the tiny checkpoint, the bundle cache, and,
 where the default model is trained, its accuracy end to end through the ROS node."""
 
 import contextlib
@@ -16,7 +16,7 @@ from PIL import Image
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
-from regionblip_ros import demo  # noqa: E402
+from tools import demo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "default"
@@ -161,7 +161,7 @@ def description_array(stamp_ns: int, ids_texts: list[tuple[str, str]], modality:
 
 
 def test_the_monitor_scores_only_descriptions_of_the_frame_the_regions_were_boxed_on(ros_context, tmp_path):
-    from regionblip_ros.sim_sensors import Detection
+    from tools.sim_sensors import Detection
     monitor = demo.DemoMonitor(tmp_path, context=ros_context)
     red = {"size": "small", "colour": "red", "shape": "circle", "phrase": "a small red circle"}
     blue = {"size": "large", "colour": "blue", "shape": "square", "phrase": "a large blue square"}
@@ -181,7 +181,7 @@ def test_the_monitor_scores_only_descriptions_of_the_frame_the_regions_were_boxe
 
 class FixedScenes:
     def camera_scene(self, index, image_size):
-        from regionblip_ros.sim_sensors import CameraScene
+        from tools.sim_sensors import CameraScene
         return CameraScene(np.zeros((image_size, image_size, 3), np.uint8), np.array([[1.0, 1.0, 9.0, 9.0]]),
                            [{"phrase": f"scene {index}"}])
 
@@ -190,7 +190,7 @@ class FixedScenes:
 
 
 def test_the_simulated_detector_hands_over_each_detection_before_publishing_it(ros_context):
-    from regionblip_ros.sim_sensors import SimulatedSensors
+    from tools.sim_sensors import SimulatedSensors
     events = []
     sim = SimulatedSensors(FixedScenes(), on_detection=lambda d: events.append(("record", d.index, d.truths)),
                            context=ros_context)

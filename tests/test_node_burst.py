@@ -12,7 +12,7 @@ close to 2x to tell from a backlog on a shared machine.
 The machine may be shared, so bounds are relative, and what transport loses when the process is starved
 (the node cannot count what never reached it) is bounded, not assumed away.
 
-The last tests run python -m regionblip_ros.bench, which measures the node's latency against the bare runtime.
+The last tests run python -m tools.bench_node, which measures the node's latency against the bare runtime.
 """
 
 import json
@@ -215,7 +215,7 @@ def test_memory_stops_growing_once_the_frame_buffer_is_full(burst):
         f"{[round(mb) for _, mb in burst.rss_mb]}")
 
 
-# ---- python -m regionblip_ros.bench: what ROS adds to the runtime's latency ------------------------------------
+# ---- python -m tools.bench_node: what ROS adds to the runtime's latency ----------------------------------------
 
 BENCH_KEYS = {"bundle", "preset", "frames_timed_per_round", "rounds", "regions_per_frame", "max_new_tokens",
               "threads", "frame_size_hw", "cpu_count", "ros", "runtime", "ratio", "target_ratio", "within_target",
@@ -223,10 +223,10 @@ BENCH_KEYS = {"bundle", "preset", "frames_timed_per_round", "rounds", "regions_p
 
 
 def run_bench(capsys, *argv: str) -> dict:
-    from regionblip_ros import bench
+    from tools import bench_node
 
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (make setup installs it)")
-    assert bench.main([*argv, "--frames", "2", "--regions", "2", "--tokens", "3", "--rounds", "1"]) == 0
+    assert bench_node.main([*argv, "--frames", "2", "--regions", "2", "--tokens", "3", "--rounds", "1"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -254,9 +254,9 @@ def test_the_bench_exports_a_random_model_of_the_preset_when_given_no_bundle(cap
 
 
 def test_the_bench_refuses_a_directory_that_is_not_a_bundle(capsys, tmp_path):
-    from regionblip_ros import bench
+    from tools import bench_node
 
-    assert bench.main(["--bundle", str(tmp_path)]) == 2
+    assert bench_node.main(["--bundle", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"python -m regionblip_ros.bench: {tmp_path} is not a bundle (no manifest.json): "
+        f"python -m tools.bench_node: {tmp_path} is not a bundle (no manifest.json): "
         "export one with python -m export.onnx")

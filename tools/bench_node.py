@@ -1,4 +1,4 @@
-"""python -m regionblip_ros.bench [--bundle B | --preset tiny] [--frames N] [--regions R] [--rounds K]  ->  JSON
+"""python -m tools.bench_node [--bundle B | --preset tiny] [--frames N] [--regions R] [--rounds K]  ->  JSON
 
 What ROS adds to the runtime's latency. The same camera frames and boxes go, each side in its own process, to
   ros      the region_describer node over the bundle (the real runtime) and a peer node in one process, on
@@ -12,7 +12,7 @@ runs --rounds times, the two taking turns; `ratio` is ros / runtime for the medi
 frames; the target is a median of at most 1.10. `node_inference_median_ms` is the describer call inside the
 node: the rest of the ros latency is what ROS adds.
 
-Without --bundle, a random model at --preset's sizes is exported to a temporary bundle first (runtime.bench's
+Without --bundle, a random model at --preset's sizes is exported to a temporary bundle first (tools.bench_runtime's
 prepare, which imports training/ and export/: only then does this tool need them).
 """
 import argparse
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-PROG = "python -m regionblip_ros.bench"
+PROG = "python -m tools.bench_node"
 TARGET_RATIO = 1.10
 WARMUP_FRAMES = 2     # untimed on both sides: first-call allocations, thread start-up, DDS discovery
 FRAME_TIMEOUT_S = 60.0
@@ -37,7 +37,7 @@ MATCH_TIMEOUT_S = 10.0
 
 def bench_frames(args) -> tuple[list[np.ndarray], np.ndarray]:
     """The frames both sides describe, warm-up frames first, and the boxes (x1, y1, x2, y2) described on each."""
-    from runtime.bench import frames_and_boxes
+    from tools.bench_runtime import frames_and_boxes
 
     frames, boxes = frames_and_boxes(WARMUP_FRAMES + args.frames, args.regions)
     return frames, boxes.astype(np.float32)
@@ -180,7 +180,7 @@ def run_ros(args) -> dict:
 # ---- parent ---------------------------------------------------------------------------------------------------
 
 def run_worker(side: str, bundle: Path, args) -> dict:
-    command = [sys.executable, "-m", "regionblip_ros.bench", "--worker", side, "--bundle", str(bundle),
+    command = [sys.executable, "-m", "tools.bench_node", "--worker", side, "--bundle", str(bundle),
                "--frames", str(args.frames), "--regions", str(args.regions), "--tokens", str(args.tokens)]
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -213,7 +213,7 @@ def compare(bundle: Path, args) -> dict:
 
 
 def run(args) -> dict:
-    from runtime.bench import FRAME_SIZE
+    from tools.bench_runtime import FRAME_SIZE
 
     setup = {"bundle": str(args.bundle) if args.bundle else None, "preset": None if args.bundle else args.preset,
              "frames_timed_per_round": args.frames, "rounds": args.rounds, "regions_per_frame": args.regions,
@@ -221,7 +221,7 @@ def run(args) -> dict:
              "frame_size_hw": list(FRAME_SIZE), "cpu_count": os.cpu_count()}
     if args.bundle:
         return setup | compare(args.bundle, args)
-    from runtime.bench import prepare
+    from tools.bench_runtime import prepare
 
     with tempfile.TemporaryDirectory(prefix="regionblip-ros-bench-") as directory:
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""python -m runtime.bench --preset bench --regions 16 --tokens 20  ->  JSON on stdout
+"""python -m tools.bench_runtime --preset bench --regions 16 --tokens 20  ->  JSON on stdout
 
 Describes `--regions` boxes per camera frame and compares, each engine in its own process:
   baseline      the torch model as a transformers user runs BLIP-2: crop each region, resize the
@@ -10,8 +10,7 @@ ratio compares the same work. It also times one decode step at batch 1 against t
 bandwidth bound: bytes of LLM weights / memcpy bandwidth measured in the same process.
 
 The model has random weights at the preset's sizes (no hub here); speed does not depend on them.
-This tool builds and exports that model, so unlike the rest of runtime/ it imports training/ and
-export/.
+This tool builds and exports that model, so it imports training/ and export/ as well as runtime/.
 """
 import argparse
 import contextlib
@@ -66,7 +65,7 @@ def prepare(preset: str, workdir: Path) -> None:
         code = export_main(["--ckpt", str(workdir / "checkpoint"), "--out", str(workdir / "bundle"),
                             "--modalities", "image_region,pointcloud_region"])
     if code != 0:
-        raise SystemExit(f"runtime.bench: export failed with exit code {code}")
+        raise SystemExit(f"tools.bench_runtime: export failed with exit code {code}")
 
 
 # ---- workers (one process each) -------------------------------------------------------------------------------
@@ -153,7 +152,7 @@ def decode_step(describer, workdir: Path, args) -> dict:
 
     engine = describer.engine
     step = LanguageModelGraph(engine.runner, engine.bundle, engine.adapter_ids(["image_region"]))
-    width = engine.bundle.manifest["graphs"]["llm"]["inputs"][0]["shape"][2]
+    width = engine.bundle.manifest.graphs["llm"].inputs[0].shape[2]
     prompt = np.random.default_rng(0).normal(size=(1, 33, width)).astype(np.float32)
     _, past = step(prompt, np.array([[2]]), None)
     empty, token = prompt[:, :0], np.array([[5]])
@@ -187,12 +186,13 @@ def _time_frames(describe, args) -> dict:
 # ---- parent ---------------------------------------------------------------------------------------------------
 
 def run_worker(engine: str, workdir: Path, args) -> dict:
-    command = [sys.executable, "-m", "runtime.bench", "--worker", engine, "--workdir", str(workdir),
+    command = [sys.executable, "-m", "tools.bench_runtime", "--worker", engine, "--workdir", str(workdir),
                "--regions", str(args.regions), "--tokens", str(args.tokens), "--frames", str(args.frames),
                "--decode-steps", str(args.decode_steps)] + (["--threads", str(args.threads)] if args.threads else [])
-    done = subprocess.run(command, capture_output=True, text=True)
+    # tools/ is not installed: the worker finds it from the repository root, whatever the caller's directory.
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
-        raise SystemExit(f"runtime.bench: the {engine} worker failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"tools.bench_runtime: the {engine} worker failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -216,7 +216,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_runtime", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="bench", help="model size preset (tiny, bench)")
     parser.add_argument("--regions", type=int, default=16, help="regions per frame")
     parser.add_argument("--tokens", type=int, default=20, help="tokens generated per region")
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.regions < 1 or args.tokens < 1 or args.frames < 1:
-        print("runtime.bench: --regions, --tokens and --frames must be at least 1", file=sys.stderr)
+        print("tools.bench_runtime: --regions, --tokens and --frames must be at least 1", file=sys.stderr)
         return 2
     if args.worker == "baseline":
         result = run_baseline(args.workdir, args)

@@ -1,11 +1,11 @@
 """make demo: the embedded default model end to end, as a newcomer first meets the product.
 
-    python -m regionblip_ros.demo [--duration 20] [--checkpoint models/default] [--bundle DIR] [--out demo_out]
+    python -m tools.demo [--duration 20] [--checkpoint models/default] [--bundle DIR] [--out demo_out]
 
 1. Export the checkpoint to an ONNX bundle (python -m export.onnx), unless the bundle already holds it: its
    manifest's source.model_sha256 is the sha256 of the checkpoint's model.safetensors.
 2. Start the region_describer as a robot without ros2 launch would: python -m regionblip_ros.bringup --params.
-3. Feed it a simulated camera, LiDAR and detector (regionblip_ros/sim_sensors.py) on held-out synthetic scenes
+3. Feed it a simulated camera, LiDAR and detector (tools/sim_sensors.py) on held-out synthetic scenes
    for --duration seconds, and print one line per described frame.
 4. Write OUT/summary.json (frames, regions, attribute accuracy per modality against the scenes' ground truth,
    latency p50/p95, drops), OUT/annotated_*.png and, where the mcap packages are installed, OUT/run.mcap.
@@ -38,17 +38,18 @@ from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS, REGION_QOS, SENSOR_QOS
 from regionblip_ros.drawing import annotate
-from regionblip_ros.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
 from regionblip_ros.sync import stamp_to_ns
-from regionblip_ros.recording import McapRecorder
-from runtime.bundle import BundleError, load_bundle, sha256
+from contract.manifest import sha256
+from runtime.bundle import BundleError, load_bundle
+from tools.recording import McapRecorder
+from tools.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
 from training.data.splits import sample_rng
 from training.data.synthetic_images import SyntheticImageDataset
 from training.data.synthetic_points import region_caption, render_scene, sample_scene
 from training.data.vocabulary import object_phrase
 from training.metrics import attribute_exact_match
 
-PROG = "python -m regionblip_ros.demo"
+PROG = "python -m tools.demo"
 ROOT = Path(__file__).resolve().parents[1]
 MODALITY = {CAMERA: "image_region", LIDAR: "pointcloud_region"}
 STARTUP_TIMEOUT_S = 60.0    # the describer loads its bundle before it subscribes
@@ -87,10 +88,10 @@ def cached_bundle(checkpoint: Path, bundle: Path) -> bool:
     """Whether `bundle` is whole and was exported, with the demo's modalities, from this checkpoint's weights."""
     try:
         manifest = load_bundle(bundle).manifest
-    except (BundleError, KeyError):
+    except BundleError:
         return False
-    return (manifest.get("source", {}).get("model_sha256") == sha256(checkpoint / "model.safetensors")
-            and set(MODALITY.values()) <= set(manifest.get("modalities", ())))
+    return (manifest.source.model_sha256 == sha256(checkpoint / "model.safetensors")
+            and set(MODALITY.values()) <= set(manifest.modalities))
 
 
 def export_bundle(checkpoint: Path, bundle: Path) -> None:
@@ -189,7 +190,7 @@ def frame_line(sensor: str, record: dict) -> str:
             f"{regions}")
 
 
-# --- recording: every topic of the run into an MCAP file (regionblip_ros/recording.py) ---------------
+# --- recording: every topic of the run into an MCAP file (tools/recording.py) ---------------
 
 RECORDED = (("image", Image, SENSOR_QOS), ("points", PointCloud2, SENSOR_QOS),
             ("regions_2d", Region2DArray, REGION_QOS), ("regions_3d", Region3DArray, REGION_QOS),
