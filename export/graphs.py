@@ -21,7 +21,7 @@ from export.lora import merged_copy
 from export.llm import ExportableOPT
 from contract.modalities import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
 from training.modeling_regionblip import RegionBLIP
-from training.pafe import crop_box_points, mark_box
+from training.region_prompt import RegionPrompt
 
 
 @dataclass(frozen=True)
@@ -50,55 +50,31 @@ class Graph:
 class VisionEncoder(nn.Module):
     def __init__(self, model: RegionBLIP):
         super().__init__()
-        self.vision_model = model.vision_model
+        self.model = model  # the graph keeps only the weights image_features uses
 
     def forward(self, pixel_values):
-        return self.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, L, W)
+        return self.model.image_features(pixel_values)  # (B, L, W)
 
 
 class PointEncoder(nn.Module):
     def __init__(self, model: RegionBLIP):
         super().__init__()
-        self.point_encoder, self.point_adapter = model.point_encoder, model.point_adapter
+        self.model = model  # the graph keeps only the weights point_features uses
 
     def forward(self, points):
-        return self.point_adapter(self.point_encoder(points))  # (B, 1 + G, W)
+        return self.model.point_features(points)  # (B, 1 + G, W)
 
 
 class QFormerPrompt(nn.Module):
-    """Frame features (+ boxes) -> the modality's soft prompt, with its LoRA merged in."""
+    """Frame features (+ boxes) -> the modality's soft prompt: the model's RegionPrompt, with its LoRA merged in."""
 
     def __init__(self, model: RegionBLIP, modality: str):
         super().__init__()
-        self.region = modality in REGION_MODALITIES
         adapter = None if modality == "image" else modality
-        self.qformer = merged_copy(model.qformer_for(modality), adapter)
-        self.query_tokens = model.query_tokens[modality]
-        self.language_projection = model.language_projection[modality]
-        if self.region:
-            self.region_position_embedding = model.region_position_embedding[modality]
-        self.feature_mask = modality == "image_region" and model.config.region_feature_mask
-        self.crop = model.config.point_region_crop if modality == "pointcloud_region" else 0
-        if self.crop:  # the region's own cloud through Point-BERT (training/pafe.py)
-            self.point_encoder, self.point_adapter = model.point_encoder, model.point_adapter
-        if self.feature_mask:  # PaFE's box mark on the ViT features (training/pafe.py)
-            self.region_feature_embedding, self.patch_grid = model.region_feature_embedding, model.config.patch_grid
+        self.prompt = RegionPrompt(model, modality, qformer=merged_copy(model.qformer_for(modality), adapter))
 
     def forward(self, features, boxes=None, frame_index=None, points=None):
-        queries = self.query_tokens  # (1, Q, W)
-        if self.region:
-            features = features[frame_index]  # (R, L, W_enc)
-            if self.feature_mask:
-                features = mark_box(features, boxes, self.region_feature_embedding, self.patch_grid)
-            if self.crop:
-                crop = crop_box_points(points[frame_index], boxes, self.crop)  # (R, K, 3)
-                features = torch.cat([features, self.point_adapter(self.point_encoder(crop))], dim=1)
-            queries = queries + self.region_position_embedding(boxes)[:, None]  # (R, Q, W)
-        queries = queries.expand(features.shape[0], -1, -1)
-        mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-        output = self.qformer(query_embeds=queries, encoder_hidden_states=features,
-                              encoder_attention_mask=mask).last_hidden_state  # (R, Q, W)
-        return self.language_projection(output)  # (R, Q, D)
+        return self.prompt(features, boxes, frame_index, points)[1]  # (R, Q, D)
 
 
 class LanguageModel(nn.Module):

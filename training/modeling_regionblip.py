@@ -21,8 +21,8 @@ from .generation import Generated, generate_from_prompt
 from .lora import OPT_TARGETS, QFORMER_TARGETS, activate_adapter, add_adapters
 from .modeling_inputs import (check_boxes, check_captions, check_frame_index, check_modality, check_pixel_values,
                               check_points)
-from .pafe import crop_box_points, mark_box
 from .pointbert import PointBERT
+from .region_prompt import RegionPrompt
 
 STAGES = ("vision", "blip2", "regionblip")
 
@@ -81,43 +81,30 @@ class RegionBLIP(nn.Module):
 
     # ---- features and soft prompt -------------------------------------------------------------------------------
 
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) CLIP-normalised images -> ViT features (B, 1 + P, W_enc); unchecked (see encode_frames)."""
+        return self.vision_model(pixel_values=pixel_values).last_hidden_state
+
+    def point_features(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) clouds -> Point-BERT tokens in the Q-Former's encoder width (B, 1 + G, W_enc); unchecked."""
+        return self.point_adapter(self.point_encoder(points))
+
     def encode_frames(self, modality: str, pixel_values=None, points=None) -> torch.Tensor:
         """Per-frame features the Q-Former cross-attends, (B, L, encoder width); independent of any box."""
         if modality in POINT_MODALITIES:
             check_points(points, self.config)
-            return self.point_adapter(self.point_encoder(points))  # (B, 1 + G, W_enc)
+            return self.point_features(points)
         check_pixel_values(pixel_values, self.config)
-        return self.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, W_enc)
+        return self.image_features(pixel_values)
 
     def soft_prompt(self, modality: str, features: torch.Tensor, boxes=None, frame_index=None, points=None):
         """Query outputs (R, Q, W) and their LLM projection (R, Q, D): one row per region, or per frame.
         `points` (F, N, 3): the scenes themselves, which point regions need with point_region_crop."""
-        queries = self.query_tokens[modality]  # (1, Q, W)
         if modality in REGION_MODALITIES:
             frame_index = check_frame_index(frame_index, features.shape[0], boxes.shape[0])
-            if frame_index is not None:
-                features = features[frame_index]
-            features = features.expand(boxes.shape[0], -1, -1)  # (R, L, W_enc), a view when there is one frame
-            if modality == "image_region" and self.config.region_feature_mask:
-                features = mark_box(features, boxes, self.region_feature_embedding, self.config.patch_grid)
-            if modality == "pointcloud_region" and self.config.point_region_crop:
-                features = torch.cat([features, self.region_cloud_features(points, boxes, frame_index)], dim=1)
-            queries = queries + self.region_position_embedding[modality](boxes)[:, None]  # (R, Q, W)
-        queries = queries.expand(features.shape[0], -1, -1)
-        encoder_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-        query_output = self.qformer_for(modality)(
-            query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=encoder_mask
-        ).last_hidden_state  # (R, Q, W)
-        return query_output, self.language_projection[modality](query_output)  # (R, Q, D)
-
-    def region_cloud_features(self, points, boxes: torch.Tensor, frame_index=None) -> torch.Tensor:
-        """(R, 1 + G, W_enc): Point-BERT tokens of each point region's own crop of its scene (training/pafe.py)."""
-        if points is None:
-            raise ValueError("point regions with point_region_crop need the scene points: pass points=")
-        if frame_index is not None:
-            points = points[frame_index]
-        crop = crop_box_points(points.expand(boxes.shape[0], -1, -1), boxes, self.config.point_region_crop)
-        return self.point_adapter(self.point_encoder(crop))
+            if modality == "pointcloud_region" and self.config.point_region_crop and points is None:
+                raise ValueError("point regions with point_region_crop need the scene points: pass points=")
+        return RegionPrompt(self, modality)(features, boxes, frame_index, points)
 
     # ---- training -----------------------------------------------------------------------------------------------
 
