@@ -33,6 +33,9 @@ def generate_launch_description() -> LaunchDescription:
     ] + [DeclareLaunchArgument(topic, default_value=topic, description=f"the {topic} topic")
          for topic in TOPICS]
 
+    # The file's parameters first, then bundle / enable_camera / enable_lidar from the arguments, which win.
+    # Those arguments default to the node's own defaults (PARAMETERS in regionblip_ros/describer_node.py;
+    # tests/test_launch.py keeps them equal); every other parameter is the file's or the node's default.
     describer = Node(
         package="regionblip_ros",
         executable="region_describer",

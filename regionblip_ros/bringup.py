@@ -4,7 +4,8 @@
 
 Every top-level key of the YAML names a node to start (`region_describer`, or `/namespace/region_describer`)
 and holds its `ros__parameters`, as ros2 launch reads them; rcl itself applies the file, so the parameters
-mean exactly what they mean there. Runs until SIGINT or SIGTERM, then shuts the nodes down and exits 0.
+mean exactly what they mean there. A parameter the file leaves out keeps the node's default (`ros__parameters:
+{}` keeps them all). Runs until SIGINT or SIGTERM, then shuts the nodes down and exits 0.
 A bad file or argument is one line on stderr and exit status 2; a node that cannot start (e.g. its bundle
 is missing) is one line and status 1.
 """
@@ -46,6 +47,9 @@ def nodes_in(params: Path) -> list[tuple[str, str]]:
                          "'region_describer: {ros__parameters: {...}}'")
     nodes = []
     for key, section in document.items():
+        if isinstance(section, dict) and "ros__parameters" in section and section["ros__parameters"] is None:
+            raise ValueError(f"parameters file '{params}': '{key}' has an empty ros__parameters, which rcl "
+                             "cannot read: write 'ros__parameters: {}' to keep every default")
         if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
             raise ValueError(f"parameters file '{params}': '{key}' has no ros__parameters mapping: write "
                              f"'{key}: {{ros__parameters: {{...}}}}'")

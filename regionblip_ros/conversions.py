@@ -1,8 +1,10 @@
 """Message ⇄ numpy conversion: images, point clouds and regions of interest.
 
-Pure functions, no node or graph needed. Readers accept every layout the message definitions allow (row and
-point padding, any field order, either byte order) and reject what they cannot read with a ValueError that
-says what was wrong. Each reader copies the payload once, into the returned array, which owns its memory.
+Pure functions, no node or graph needed. Image and cloud readers accept every layout the message definitions
+allow (row and point padding, any field order, either byte order) and reject what they cannot read with a
+ValueError that says what was wrong. Each reader copies the payload once, into the returned array, which owns
+its memory. Region readers never raise for one bad region: they return a NaN row in its place and the reason
+by row, so that the frame's other regions are still described.
 """
 
 import array
@@ -201,27 +203,38 @@ def xyz_to_pointcloud2(points, header: Header | None = None, frame_id: str = "")
     )
 
 
-def _reject_non_finite(kind: str, ids: Sequence[str], values: np.ndarray, what: str) -> None:
-    bad = [ids[row] for row in np.flatnonzero(~np.isfinite(values).all(axis=1))]
-    if bad:
-        raise ValueError(f"{kind} {', '.join(repr(i) for i in bad)}: {what} has NaN or inf values")
+def _first_non_finite(groups: dict[str, np.ndarray]) -> dict[int, str]:
+    """{row: reason} for the rows where one of the named (R, k) value groups holds a NaN or inf."""
+    problems: dict[int, str] = {}
+    for what, values in groups.items():
+        for row in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+            problems.setdefault(int(row), f"{what} has NaN or inf values")
+    return problems
 
 
-def region2d_to_xyxy(regions: Sequence[Region2D]) -> np.ndarray:
-    """Pixel boxes (R, 4) float32 as (x, y, x + width, y + height), one per region, in order."""
-    boxes = np.array([(r.x, r.y, r.width, r.height) for r in regions], dtype=np.float32).reshape(-1, 4)
-    _reject_non_finite("Region2D", [r.id for r in regions], boxes, "x, y, width or height")
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes
+def region2d_to_xyxy(regions: Sequence[Region2D]) -> tuple[np.ndarray, dict[int, str]]:
+    """Pixel boxes (R, 4) float32 as (x, y, x + width, y + height), one per region, in order, and {row: reason}
+    for the regions that cannot be read (a NaN or inf value), whose rows are NaN.
 
-
-def region3d_to_corners(regions: Sequence[Region3D]) -> np.ndarray:
-    """The 8 corners (R, 8, 3) float32 of each region's box, in contract.boxes.BOX_CORNER_SIGNS order.
-
-    The pose quaternion is normalised; a zero quaternion, a negative size or a NaN/inf value raise ValueError
-    naming the region.
+    Nothing else is checked here: whether a box can be described (its size, whether it lies in the image) is the
+    runtime's one check, Describer.describe_image_regions.
     """
-    ids = [r.id for r in regions]
+    xywh = np.array([(r.x, r.y, r.width, r.height) for r in regions], dtype=np.float64).reshape(-1, 4)
+    problems = _first_non_finite({"x, y, width or height": xywh})
+    with np.errstate(over="ignore", invalid="ignore"):  # x + width beyond float32 is inf: the runtime names it
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
+    boxes[list(problems)] = np.nan
+    return boxes, problems
+
+
+def region3d_to_corners(regions: Sequence[Region3D]) -> tuple[np.ndarray, dict[int, str]]:
+    """The 8 corners (R, 8, 3) float32 of each region's box, in contract.boxes.BOX_CORNER_SIGNS order, and
+    {row: reason} for the regions that cannot be read, whose rows are NaN: a NaN or inf value, a zero
+    quaternion or a negative size.
+
+    The pose quaternion is normalised. Corners beyond float32's range come out inf, for the runtime's check
+    (Describer.describe_point_regions) to name.
+    """
     center = np.array([(r.center.position.x, r.center.position.y, r.center.position.z) for r in regions])
     quaternion = np.array(
         [(r.center.orientation.x, r.center.orientation.y, r.center.orientation.z, r.center.orientation.w)
@@ -230,16 +243,17 @@ def region3d_to_corners(regions: Sequence[Region3D]) -> np.ndarray:
     size = np.array([(r.size.x, r.size.y, r.size.z) for r in regions])
     center, quaternion, size = center.reshape(-1, 3), quaternion.reshape(-1, 4), size.reshape(-1, 3)
 
-    _reject_non_finite("Region3D", ids, center, "center.position")
-    _reject_non_finite("Region3D", ids, quaternion, "center.orientation")
-    _reject_non_finite("Region3D", ids, size, "size")
-    for region_id, q in zip(ids, quaternion):
-        if np.linalg.norm(q) < MIN_QUATERNION_NORM:
-            raise ValueError(
-                f"Region3D '{region_id}': center.orientation is a zero quaternion: "
-                "set a unit quaternion, w=1 for an axis-aligned box"
-            )
-    for region_id, extents in zip(ids, size):
-        if (extents < 0).any():
-            raise ValueError(f"Region3D '{region_id}': size {extents.tolist()} is negative: give full extents >= 0")
-    return box_corners(center, size, quaternion_to_matrix(quaternion))
+    problems = _first_non_finite({"center.position": center, "center.orientation": quaternion, "size": size})
+    for row in range(len(regions)):
+        if row in problems:
+            continue
+        if np.linalg.norm(quaternion[row]) < MIN_QUATERNION_NORM:
+            problems[row] = ("center.orientation is a zero quaternion: "
+                             "set a unit quaternion, w=1 for an axis-aligned box")
+        elif (size[row] < 0).any():
+            problems[row] = f"size {size[row].tolist()} is negative: give full extents >= 0"
+    corners = np.full((len(regions), 8, 3), np.nan, np.float32)
+    readable = [row for row in range(len(regions)) if row not in problems]
+    with np.errstate(over="ignore"):  # a huge but finite size overflows float32: inf, named by the runtime
+        corners[readable] = box_corners(center[readable], size[readable], quaternion_to_matrix(quaternion[readable]))
+    return corners, dict(sorted(problems.items()))

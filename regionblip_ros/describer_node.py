@@ -23,7 +23,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.conversions import numpy_to_image
-from regionblip_ros.describe import SerializedDescriber, describe_camera_frame, describe_lidar_frame
+from regionblip_ros.frames import SerializedDescriber, describe_camera_frame, describe_lidar_frame
 from regionblip_ros.diagnostics import InputStats, diagnostic_status
 from regionblip_ros.drawing import annotate
 from regionblip_ros.markers import description_markers
@@ -44,8 +44,11 @@ FRAME_TOPIC = {CAMERA: "image", LIDAR: "points"}
 EMPTY_REGIONS = "empty_regions"
 STAMP_OUT_OF_ORDER = "stamp_out_of_order"
 WORKER_ERROR = "worker_error"
+SERVICE_ERROR = "service_error"
 
-PARAMETERS = {  # name: (default, description); config/describe.yaml lists the same
+# name: (default, description). The one home of every default: config/describe.yaml and config/demo.yaml set
+# only what must differ, and the launch file's arguments default to these values (tests/test_launch.py).
+PARAMETERS = {
     "bundle": ("bundles/default", "exported model bundle directory (python -m export.onnx)"),
     "backend": ("onnxruntime", "inference backend: onnxruntime | tensorrt | torch"),
     "device": ("cpu", "inference device: cpu | cuda"),
@@ -161,12 +164,18 @@ class RegionDescriber(Node):
     def on_describe_regions(self, request, response):
         """Describe the request's image regions and/or cloud regions now, in this (service) thread."""
         parts = []
-        if request.image.width or request.regions_2d:
-            parts.append(describe_camera_frame(self.describer, request.image, list(request.regions_2d),
-                                               max_regions=self.max_regions, min_region_px=self.min_region_px))
-        if request.cloud.width or request.regions_3d:
-            parts.append(describe_lidar_frame(self.describer, request.cloud, list(request.regions_3d),
-                                              max_regions=self.max_regions))
+        try:
+            if request.image.width or request.regions_2d:
+                parts.append(describe_camera_frame(self.describer, request.image, list(request.regions_2d),
+                                                   max_regions=self.max_regions, min_region_px=self.min_region_px))
+            if request.cloud.width or request.regions_3d:
+                parts.append(describe_lidar_frame(self.describer, request.cloud, list(request.regions_3d),
+                                                  max_regions=self.max_regions))
+        except Exception as error:  # a describer bug must answer the call, not take down the executor
+            message = f"describing the request failed: {error!r}"
+            self.bad_inputs.report(SERVICE_ERROR, message)
+            response.success, response.message = False, message
+            return response
         if not parts:
             response.success = False
             response.message = ("nothing to describe: fill image + regions_2d and/or cloud + regions_3d "

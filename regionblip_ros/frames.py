@@ -1,9 +1,10 @@
-"""Describing the regions of one frame: read the frame, keep the usable regions, call the describer, build
-the RegionDescriptionArray.
+"""One frame's regions into a RegionDescriptionArray: read the frame and its regions, have the describer
+describe them, build the message of the described ones.
 
-Used by the node's worker (topics) and by its describe_regions service alike. Nothing here raises for bad
-input: every problem comes back as a Problem(kind, message) for the caller to count and log, and whatever
-could still be described is.
+Used by the node's worker (topics) and by its describe_regions service alike. Whether a box can be described
+is decided once, by the runtime (Describer.describe_image_regions / describe_point_regions): every region goes to
+it, and a region it refuses comes back with its reason. Nothing here raises for bad input: every problem comes
+back as a Problem(kind, message) for the caller to count and log, and whatever could still be described is.
 """
 
 import threading
@@ -14,20 +15,18 @@ import numpy as np
 from regionblip_msgs.msg import Region2D, Region3D, RegionDescription, RegionDescriptionArray
 from sensor_msgs.msg import Image, PointCloud2
 
+from contract.boxes import clip_boxes_xyxy
+from contract.modalities import IMAGE_REGION, POINTCLOUD_REGION
 from regionblip_ros.conversions import image_to_numpy, pointcloud2_to_xyz, region2d_to_xyxy, region3d_to_corners
-from contract.boxes import clip_boxes_xyxy, image_box_problems
 
 # Problem kinds, the keys of the node's bad-input counters.
 IMAGE = "image"                      # an Image that cannot be read: encoding, step, truncated data, empty
 POINTS = "points"                    # a PointCloud2 that cannot be read, or without one finite point
-REGION_2D = "region_2d"              # a box that is degenerate, not finite or outside the image
-SMALL_REGION_2D = "small_region_2d"  # a box narrower or lower than min_region_px once clipped
-REGION_3D = "region_3d"              # a 3D box with NaN values, a zero quaternion or a negative size
+REGION_2D = "region_2d"              # a box not finite, of negative size, outside the image or under min_region_px
+REGION_3D = "region_3d"              # a 3D box with NaN values, a zero quaternion, a negative size, or
+                                     # corners beyond float32
 TOO_MANY_REGIONS = "too_many_regions"
 DESCRIBER = "describer"              # the describer refused the frame (ValueError)
-
-IMAGE_REGION = "image_region"
-POINTCLOUD_REGION = "pointcloud_region"
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ class Problem:
 
 @dataclass
 class FrameResult:
-    """What describing one frame gave: descriptions is None when nothing could be described."""
+    """What describing one frame gave. descriptions is None when the frame could not be described (unreadable,
+    or the describer refused it); otherwise it holds the described regions, possibly none."""
 
     descriptions: RegionDescriptionArray | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -54,9 +54,9 @@ class SerializedDescriber:
         self._lock = threading.Lock()
         self.backend = str(getattr(describer, "backend", "unknown"))
 
-    def describe_image_regions(self, image, boxes):
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0):
         with self._lock:
-            return self._describer.describe_image_regions(image, boxes)
+            return self._describer.describe_image_regions(image, boxes_xyxy_px, min_region_px=min_region_px)
 
     def describe_point_regions(self, points, corners):
         with self._lock:
@@ -72,24 +72,11 @@ def _keep_at_most(regions, max_regions: int, modality: str, problems: list[Probl
     return list(regions)
 
 
-def _boxes_with_nan_for_invalid(regions: list[Region2D]) -> np.ndarray:
-    try:
-        return region2d_to_xyxy(regions)
-    except ValueError:  # some region has a NaN or inf: find which, and let the degenerate check name it
-        rows = []
-        for region in regions:
-            try:
-                rows.append(region2d_to_xyxy([region])[0])
-            except ValueError:
-                rows.append(np.full(4, np.nan, np.float32))
-        return np.array(rows, dtype=np.float32).reshape(-1, 4)
-
-
-def _call(describe, inputs, boxes, count: int, problems: list[Problem]):
+def _call(describe, count: int, problems: list[Problem], *args, **kwargs):
     """Descriptions and wall time (ms) of one describer call, or (None, ms) with a DESCRIBER problem."""
     start = time.perf_counter()
     try:
-        described = list(describe(inputs, boxes))
+        described = list(describe(*args, **kwargs))
     except ValueError as error:
         problems.append(Problem(DESCRIBER, f"the describer refused the frame: {error}"))
         return None, 0.0
@@ -100,6 +87,19 @@ def _call(describe, inputs, boxes, count: int, problems: list[Problem]):
             "check the runtime; this frame is skipped")))
         return None, elapsed_ms
     return described, elapsed_ms
+
+
+def _described_rows(regions, described, unreadable: dict[int, str], kind: str, problems: list[Problem]) -> list[int]:
+    """The rows the describer described; each other row becomes a `kind` problem with its reason (the
+    conversion's, for a region that could not be read, else the runtime's)."""
+    rows = []
+    for row, (region, description) in enumerate(zip(regions, described)):
+        reason = unreadable.get(row, description.problem)
+        if reason is None:
+            rows.append(row)
+        else:
+            problems.append(Problem(kind, f"skipped {type(region).__name__} '{region.id}': {reason}"))
+    return rows
 
 
 def _message(header, regions, described, modality: str, inference_ms: float) -> RegionDescriptionArray:
@@ -124,28 +124,17 @@ def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], 
     except ValueError as error:
         result.problems.append(Problem(IMAGE, f"skipped an image: {error}"))
         return result
-    height, width = result.image.shape[:2]
     regions = _keep_at_most(regions, max_regions, IMAGE_REGION, result.problems)
-    boxes = _boxes_with_nan_for_invalid(regions)
-    degenerate = image_box_problems(boxes, width, height)
-    clipped = clip_boxes_xyxy(np.nan_to_num(boxes), width, height)
-    keep = []
-    for row, region in enumerate(regions):
-        x1, y1, x2, y2 = clipped[row]
-        if row in degenerate:
-            result.problems.append(Problem(REGION_2D, f"skipped Region2D '{region.id}': {degenerate[row]}"))
-        elif min(x2 - x1, y2 - y1) < min_region_px:
-            result.problems.append(Problem(SMALL_REGION_2D, (
-                f"skipped Region2D '{region.id}': {x2 - x1:g} x {y2 - y1:g} pixels inside the image is smaller "
-                f"than min_region_px {min_region_px:g} (lower min_region_px to describe it)")))
-        else:
-            keep.append(row)
-    kept_regions, kept_boxes = [regions[row] for row in keep], clipped[keep].reshape(-1, 4)
-    described, inference_ms = ([], 0.0) if not keep else _call(
-        describer.describe_image_regions, result.image, kept_boxes, len(keep), result.problems)
-    if described is not None:
-        result.boxes = kept_boxes
-        result.descriptions = _message(image_msg.header, kept_regions, described, IMAGE_REGION, inference_ms)
+    boxes, unreadable = region2d_to_xyxy(regions)
+    described, inference_ms = _call(describer.describe_image_regions, len(regions), result.problems,
+                                    result.image, boxes, min_region_px=min_region_px)
+    if described is None:
+        return result
+    rows = _described_rows(regions, described, unreadable, REGION_2D, result.problems)
+    height, width = result.image.shape[:2]
+    result.boxes = clip_boxes_xyxy(boxes[rows].reshape(-1, 4), width, height)  # for drawing only
+    result.descriptions = _message(image_msg.header, [regions[row] for row in rows],
+                                   [described[row] for row in rows], IMAGE_REGION, inference_ms)
     return result
 
 
@@ -164,17 +153,12 @@ def describe_lidar_frame(describer, cloud_msg: PointCloud2, regions: list[Region
             "(all NaN or inf, or the cloud is empty)")))
         return result
     regions = _keep_at_most(regions, max_regions, POINTCLOUD_REGION, result.problems)
-    kept_regions, corners = [], []
-    for region in regions:
-        try:
-            corners.append(region3d_to_corners([region])[0])
-            kept_regions.append(region)
-        except ValueError as error:
-            result.problems.append(Problem(REGION_3D, f"skipped {error}"))
-    corners = np.array(corners, dtype=np.float32).reshape(-1, 8, 3)
-    described, inference_ms = ([], 0.0) if not kept_regions else _call(
-        describer.describe_point_regions, points, corners, len(kept_regions), result.problems)
-    if described is not None:
-        result.descriptions = _message(cloud_msg.header, kept_regions, described, POINTCLOUD_REGION,
-                                       inference_ms)
+    corners, unreadable = region3d_to_corners(regions)
+    described, inference_ms = _call(describer.describe_point_regions, len(regions), result.problems,
+                                    points, corners)
+    if described is None:
+        return result
+    rows = _described_rows(regions, described, unreadable, REGION_3D, result.problems)
+    result.descriptions = _message(cloud_msg.header, [regions[row] for row in rows],
+                                   [described[row] for row in rows], POINTCLOUD_REGION, inference_ms)
     return result

@@ -1,9 +1,10 @@
 """A test double of runtime.Describer: deterministic text, the runtime's input checks, optional delay.
 
 Its descriptions say what it was given ("region 1 of 64x48 image", "object 0 among 500 points"), so a test can
-check that the node passed the right frame and regions. It raises ValueError where the runtime would for bad
-input, and for frames the tests use to provoke a describer error: images under 8 pixels wide or high, and
-clouds of fewer than 4 points.
+check that the node passed the right frame and regions. Boxes go through the runtime's own box check
+(runtime.preprocess), so a box the runtime would refuse comes back as the runtime's refused Description, with its
+problem. It raises ValueError where the runtime would for bad input, and for frames the tests use to provoke a
+describer error: images under 8 pixels wide or high, and clouds of fewer than 4 points.
 """
 
 import threading
@@ -11,6 +12,7 @@ import time
 
 import numpy as np
 
+from runtime import preprocess
 from runtime.description import Description
 
 MIN_IMAGE_PX = 8
@@ -38,7 +40,12 @@ class DescriberDouble:
         with self._lock:
             self._busy = False
 
-    def describe_image_regions(self, image, boxes_xyxy_px) -> list[Description]:
+    @staticmethod
+    def _answer(count: int, problems: dict[int, str], describe) -> list[Description]:
+        """The runtime's shape of an answer: row i described as describe(i), unless it has a problem."""
+        return [Description.refused(problems[row]) if row in problems else describe(row) for row in range(count)]
+
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0) -> list[Description]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         if boxes_xyxy_px.dtype != np.float32 or boxes_xyxy_px.ndim != 2 or boxes_xyxy_px.shape[1] != 4:
@@ -46,11 +53,12 @@ class DescriberDouble:
         height, width = image.shape[:2]
         if min(height, width) < MIN_IMAGE_PX:
             raise ValueError(f"image {width}x{height} is smaller than {MIN_IMAGE_PX}x{MIN_IMAGE_PX}")
+        _, problems = preprocess.preprocess_boxes(boxes_xyxy_px, image.shape, min_region_px)
         self._enter("describe_image_regions", len(boxes_xyxy_px))
         self._leave()
-        return [Description(text=f"region {i} of {width}x{height} image", score=-0.5 - i, token_ids=(i,),
-                            timings_ms={"total": 1e3 * self.delay_s})
-                for i in range(len(boxes_xyxy_px))]
+        return self._answer(len(boxes_xyxy_px), problems, lambda i: Description(
+            text=f"region {i} of {width}x{height} image", score=-0.5 - i, token_ids=(i,),
+            timings_ms={"total": 1e3 * self.delay_s}))
 
     def describe_point_regions(self, points, corners) -> list[Description]:
         if points.dtype != np.float32 or points.ndim != 2 or points.shape[1] != 3:
@@ -59,8 +67,9 @@ class DescriberDouble:
             raise ValueError(f"corners must be (R, 8, 3) float32, got {corners.shape} {corners.dtype}")
         if len(points) < MIN_POINTS:
             raise ValueError(f"{len(points)} points are too few: need at least {MIN_POINTS}")
+        _, problems = preprocess.check_corners(corners)
         self._enter("describe_point_regions", len(corners))
         self._leave()
-        return [Description(text=f"object {i} among {len(points)} points", score=-0.25, token_ids=(i,),
-                            timings_ms={"total": 1e3 * self.delay_s})
-                for i in range(len(corners))]
+        return self._answer(len(corners), problems, lambda i: Description(
+            text=f"object {i} among {len(points)} points", score=-0.25, token_ids=(i,),
+            timings_ms={"total": 1e3 * self.delay_s}))

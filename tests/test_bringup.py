@@ -13,15 +13,19 @@ import yaml
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
+from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from regionblip_msgs.srv import DescribeRegions  # noqa: E402
 
+from describer_double import DescriberDouble  # noqa: E402
 from node_rig import boxes, camera_image, header  # noqa: E402
 from regionblip_ros import bringup  # noqa: E402
-from regionblip_ros.describer_node import PARAMETERS  # noqa: E402
+from regionblip_ros.describer_node import PARAMETERS, RegionDescriber  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "describe.yaml"
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+DEFAULTS = {name: default for name, (default, _) in PARAMETERS.items()}
 TIMEOUT_S = 20.0
 # bringup.main with the describer double injected, as a process of its own (signals go to a main thread).
 WITH_DOUBLE = (
@@ -45,11 +49,56 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
-def test_config_describe_yaml_sets_every_node_parameter_and_nothing_else():
-    parameters = yaml.safe_load(CONFIG.read_text())["region_describer"]["ros__parameters"]
-    assert set(parameters) == set(PARAMETERS)
-    assert {name: value for name, (value, _) in PARAMETERS.items()} == parameters
-    assert bringup.nodes_in(CONFIG) == [("/", "region_describer")]
+@pytest.mark.parametrize("config", [CONFIG, DEMO_CONFIG], ids=["describe.yaml", "demo.yaml"])
+def test_a_shipped_config_sets_only_declared_parameters_and_only_to_values_other_than_their_defaults(config):
+    parameters = yaml.safe_load(config.read_text())["region_describer"]["ros__parameters"]
+    assert set(parameters) <= set(PARAMETERS), set(parameters) - set(PARAMETERS)
+    same = {name: value for name, value in parameters.items() if value == DEFAULTS[name]}
+    assert not same, f"{config.name} repeats these defaults of describer_node.PARAMETERS: {same}"
+    if config == CONFIG:  # demo.yaml also configures sim_sensors, which the demo runs itself
+        assert bringup.nodes_in(config) == [("/", "region_describer")]
+
+
+def test_config_describe_yaml_overrides_nothing_and_names_every_parameter_in_its_comments():
+    text = CONFIG.read_text()
+    assert yaml.safe_load(text) == {"region_describer": {"ros__parameters": {}}}
+    comments = " ".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+    assert [name for name in PARAMETERS if name not in comments] == []
+
+
+def test_an_empty_ros__parameters_mapping_starts_the_node_on_its_defaults(tmp_path):
+    namespace = "/t_" + uuid.uuid4().hex[:10]
+    params = params_file(tmp_path, f"{namespace}/region_describer")  # describe.yaml's {}
+    assert yaml.safe_load(params.read_text()) == {f"{namespace}/region_describer": {"ros__parameters": {}}}
+    context = Context()
+    rclpy.init(args=[bringup.PROG, "--ros-args", "--params-file", str(params)], context=context)  # as bringup does
+    try:
+        node = RegionDescriber(describer=DescriberDouble(), context=context, namespace=namespace)
+        try:
+            assert {name: node.get_parameter(name).value for name in PARAMETERS} == DEFAULTS
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
+def test_the_demo_config_changes_only_the_node_parameters_it_names(tmp_path):
+    namespace = "/t_" + uuid.uuid4().hex[:10]
+    section = yaml.safe_load(DEMO_CONFIG.read_text())["region_describer"]
+    params = tmp_path / "demo.yaml"
+    params.write_text(yaml.safe_dump({f"{namespace}/region_describer": section}))
+    context = Context()
+    rclpy.init(args=[bringup.PROG, "--ros-args", "--params-file", str(params)], context=context)
+    try:
+        node = RegionDescriber(describer=DescriberDouble(), context=context, namespace=namespace)
+        try:
+            values = {name: node.get_parameter(name).value for name in PARAMETERS}
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
+    assert values == {**DEFAULTS, **section["ros__parameters"]}
+    assert values["sync_slop"] == 0.0
 
 
 def test_a_namespaced_key_starts_the_node_in_that_namespace(tmp_path):
@@ -100,9 +149,12 @@ def test_a_missing_params_file_exits_non_zero_with_one_line():
     ("region_describer: {ros__parameters: [unclosed", "is not valid YAML"),
     ("- just\n- a list\n", "holds no nodes"),
     ("region_describer:\n  max_regions: 3\n", "'region_describer' has no ros__parameters mapping"),
+    ("region_describer:\n  ros__parameters:\n    # all commented out\n",
+     "'region_describer' has an empty ros__parameters, which rcl cannot read: write 'ros__parameters: {}'"),
     ("camera_driver: {ros__parameters: {fps: 30}}", "configures node 'camera_driver', but bringup starts only"),
     ("/**: {ros__parameters: {max_regions: 3}}", "names no node, only wildcards"),
-], ids=["bad YAML", "not a mapping", "no ros__parameters", "unknown node", "only wildcards"])
+], ids=["bad YAML", "not a mapping", "no ros__parameters", "null ros__parameters", "unknown node",
+        "only wildcards"])
 def test_a_bad_params_file_exits_2_with_one_line_saying_what_is_wrong(tmp_path, capsys, content, says):
     params = tmp_path / "bad.yaml"
     params.write_text(content)

@@ -310,19 +310,35 @@ def test_xyz_to_pointcloud2_rejects_points_that_are_not_n_by_3():
 def test_region2d_becomes_pixel_xyxy():
     regions = [Region2D(id="a", x=10.0, y=20.0, width=30.0, height=40.0),
                Region2D(id="b", x=0.5, y=0.0, width=1.0, height=2.0)]
-    boxes = region2d_to_xyxy(regions)
+    boxes, problems = region2d_to_xyxy(regions)
     assert boxes.dtype == np.float32
     np.testing.assert_array_equal(boxes, [[10, 20, 40, 60], [0.5, 0, 1.5, 2]])
+    assert problems == {}
 
 
 def test_no_region2d_gives_an_empty_box_array():
-    assert region2d_to_xyxy([]).shape == (0, 4)
+    boxes, problems = region2d_to_xyxy([])
+    assert boxes.shape == (0, 4) and problems == {}
 
 
-def test_region2d_with_nan_is_rejected_naming_it():
-    regions = [Region2D(id="ok"), Region2D(id="cup", x=math.nan)]
-    with pytest.raises(ValueError, match="Region2D 'cup': x, y, width or height has NaN or inf"):
-        region2d_to_xyxy(regions)
+@pytest.mark.parametrize("field", ["x", "y", "width", "height"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_region2d_with_nan_or_inf_is_a_nan_row_with_its_reason_and_the_others_are_read(field, value):
+    regions = [Region2D(id="ok", x=1.0, y=2.0, width=3.0, height=4.0), Region2D(id="cup", **{field: value})]
+    boxes, problems = region2d_to_xyxy(regions)
+    np.testing.assert_array_equal(boxes[0], [1, 2, 4, 6])
+    assert np.isnan(boxes[1]).all()
+    assert problems == {1: "x, y, width or height has NaN or inf values"}
+
+
+def test_region2d_checks_nothing_but_finiteness_the_runtime_checks_the_box():
+    regions = [Region2D(id="negative", x=30.0, y=4.0, width=-20.0, height=20.0),
+               Region2D(id="outside", x=1e4, y=1e4, width=1.0, height=1.0),
+               Region2D(id="huge", x=3e38, y=0.0, width=3e38, height=1.0)]
+    boxes, problems = region2d_to_xyxy(regions)
+    np.testing.assert_array_equal(boxes[:2], [[30, 4, 10, 24], [1e4, 1e4, 1e4 + 1, 1e4 + 1]])
+    assert boxes[2, 2] == np.inf  # beyond float32: the runtime refuses it as not finite
+    assert problems == {}
 
 
 def region3d(region_id="box", position=(0.0, 0.0, 0.0), quaternion=(0.0, 0.0, 0.0, 1.0), size=(1.0, 1.0, 1.0)):
@@ -332,8 +348,14 @@ def region3d(region_id="box", position=(0.0, 0.0, 0.0), quaternion=(0.0, 0.0, 0.
                     size=Vector3(x=size[0], y=size[1], z=size[2]))
 
 
+def corners_of(regions):
+    corners, problems = region3d_to_corners(regions)
+    assert problems == {}
+    return corners
+
+
 def test_axis_aligned_region3d_corners():
-    corners = region3d_to_corners([region3d(position=(1.0, 2.0, 3.0), size=(2.0, 4.0, 6.0))])
+    corners = corners_of([region3d(position=(1.0, 2.0, 3.0), size=(2.0, 4.0, 6.0))])
     assert corners.dtype == np.float32 and corners.shape == (1, 8, 3)
     np.testing.assert_array_equal(corners[0, [0, 7]], [[0, 0, 0], [2, 4, 6]])
 
@@ -343,22 +365,32 @@ def test_yawed_region3d_matches_box_corners_of_the_yaw_matrix():
     region = region3d(position=(5.0, -1.0, 0.5), quaternion=(0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)),
                       size=(4.0, 2.0, 1.5))
     expected = box_corners([[5.0, -1.0, 0.5]], [[4.0, 2.0, 1.5]], yaw_to_matrix([yaw]))
-    np.testing.assert_allclose(region3d_to_corners([region]), expected, atol=1e-6)
+    np.testing.assert_allclose(corners_of([region]), expected, atol=1e-6)
 
 
 def test_region3d_quaternion_is_normalised():
     scaled = region3d(quaternion=(0.0, 0.0, 0.0, 2.5), size=(2.0, 2.0, 2.0))
     unit = region3d(size=(2.0, 2.0, 2.0))
-    np.testing.assert_array_equal(region3d_to_corners([scaled]), region3d_to_corners([unit]))
+    np.testing.assert_array_equal(corners_of([scaled]), corners_of([unit]))
 
 
 def test_no_region3d_gives_an_empty_corner_array():
-    assert region3d_to_corners([]).shape == (0, 8, 3)
+    corners, problems = region3d_to_corners([])
+    assert corners.shape == (0, 8, 3) and problems == {}
 
 
-def test_region3d_with_a_zero_quaternion_is_rejected_naming_it():
-    with pytest.raises(ValueError, match="Region3D 'chair': center.orientation is a zero quaternion"):
-        region3d_to_corners([region3d("table"), region3d("chair", quaternion=(0.0, 0.0, 0.0, 0.0))])
+def assert_only_row_1_unread(regions, reason):
+    corners, problems = region3d_to_corners(regions)
+    assert corners.shape == (len(regions), 8, 3) and corners.dtype == np.float32
+    np.testing.assert_array_equal(corners[0], corners_of([regions[0]])[0])
+    assert np.isnan(corners[1]).all()
+    assert problems == {1: reason}
+
+
+def test_region3d_with_a_zero_quaternion_is_a_nan_row_with_its_reason():
+    assert_only_row_1_unread([region3d("table"), region3d("chair", quaternion=(0.0, 0.0, 0.0, 0.0))],
+                             "center.orientation is a zero quaternion: set a unit quaternion, w=1 for an "
+                             "axis-aligned box")
 
 
 @pytest.mark.parametrize("field, region", [
@@ -366,11 +398,15 @@ def test_region3d_with_a_zero_quaternion_is_rejected_naming_it():
     ("center.orientation", region3d("car", quaternion=(0.0, 0.0, math.nan, 1.0))),
     ("size", region3d("car", size=(1.0, math.inf, 1.0))),
 ])
-def test_region3d_with_nan_or_inf_is_rejected_naming_it(field, region):
-    with pytest.raises(ValueError, match=f"Region3D 'car': {field} has NaN or inf values"):
-        region3d_to_corners([region3d("ok"), region])
+def test_region3d_with_nan_or_inf_is_a_nan_row_with_its_reason(field, region):
+    assert_only_row_1_unread([region3d("ok"), region], f"{field} has NaN or inf values")
 
 
-def test_region3d_with_a_negative_size_is_rejected_naming_it():
-    with pytest.raises(ValueError, match=r"Region3D 'bin': size \[1.0, -2.0, 1.0\] is negative"):
-        region3d_to_corners([region3d("bin", size=(1.0, -2.0, 1.0))])
+def test_region3d_with_a_negative_size_is_a_nan_row_with_its_reason():
+    assert_only_row_1_unread([region3d("ok"), region3d("bin", size=(1.0, -2.0, 1.0))],
+                             "size [1.0, -2.0, 1.0] is negative: give full extents >= 0")
+
+
+def test_region3d_beyond_float32_comes_out_inf_for_the_runtime_to_refuse():
+    corners, problems = region3d_to_corners([region3d("far", size=(1e300, 1.0, 1.0))])
+    assert problems == {} and np.isinf(corners).any()

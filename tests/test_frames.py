@@ -1,4 +1,5 @@
-"""regionblip_ros.describe: one frame's regions checked, clipped, described and turned into messages."""
+"""regionblip_ros.frames: one frame's regions read, described (the runtime checks each box) and turned into
+messages of the described ones."""
 
 import math
 
@@ -12,22 +13,23 @@ from geometry_msgs.msg import Quaternion  # noqa: E402
 
 from describer_double import DescriberDouble  # noqa: E402
 from node_rig import boxes, camera_image, cubes, header, lidar_cloud  # noqa: E402
-from regionblip_ros.describe import (  # noqa: E402
-    DESCRIBER, IMAGE, POINTS, REGION_2D, REGION_3D, SMALL_REGION_2D, TOO_MANY_REGIONS, SerializedDescriber,
-    describe_camera_frame, describe_lidar_frame,
+from regionblip_ros.frames import (  # noqa: E402
+    DESCRIBER, IMAGE, POINTS, REGION_2D, REGION_3D, TOO_MANY_REGIONS, SerializedDescriber, describe_camera_frame,
+    describe_lidar_frame,
 )
 
 
 class RecordingDescriber(DescriberDouble):
-    """The double, remembering the boxes and corners it was given."""
+    """The double, remembering the boxes, min_region_px and corners it was given."""
 
     def __init__(self):
         super().__init__()
-        self.boxes, self.corners = [], []
+        self.boxes, self.min_region_px, self.corners = [], [], []
 
-    def describe_image_regions(self, image, boxes_xyxy_px):
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px=0.0):
         self.boxes.append(boxes_xyxy_px)
-        return super().describe_image_regions(image, boxes_xyxy_px)
+        self.min_region_px.append(min_region_px)
+        return super().describe_image_regions(image, boxes_xyxy_px, min_region_px)
 
     def describe_point_regions(self, points, corners):
         self.corners.append(corners)
@@ -48,32 +50,46 @@ def kinds(result) -> list[str]:
     return [problem.kind for problem in result.problems]
 
 
-def test_boxes_reach_the_describer_as_pixel_xyxy_float32(describer):
-    camera(describer, boxes((2, 3, 20, 10), (30, 20, 16, 16)))
+def test_boxes_reach_the_describer_as_pixel_xyxy_float32_with_min_region_px(describer):
+    camera(describer, boxes((2, 3, 20, 10), (30, 20, 16, 16)), min_region_px=2.5)
     np.testing.assert_array_equal(describer.boxes[0], np.array([[2, 3, 22, 13], [30, 20, 46, 36]], np.float32))
     assert describer.boxes[0].dtype == np.float32
+    assert describer.min_region_px == [2.5]
 
 
-def test_a_box_partly_outside_the_image_is_clipped_to_it(describer):
+def test_a_box_partly_outside_the_image_goes_as_given_and_is_drawn_clipped(describer):
     result = camera(describer, boxes((50, 40, 30, 30), (-10, -5, 20, 20)), width=64, height=48)
-    np.testing.assert_array_equal(describer.boxes[0], [[50, 40, 64, 48], [0, 0, 10, 15]])
-    np.testing.assert_array_equal(result.boxes, describer.boxes[0])
+    np.testing.assert_array_equal(describer.boxes[0], [[50, 40, 80, 70], [-10, -5, 10, 15]])  # the runtime clips
+    np.testing.assert_array_equal(result.boxes, [[50, 40, 64, 48], [0, 0, 10, 15]])
+    assert result.boxes.dtype == np.float32
     assert result.problems == []
 
 
-def test_unusable_boxes_are_skipped_with_their_reason_and_the_rest_described(describer):
+def test_every_box_goes_to_the_describer_and_its_refusals_are_skipped_with_the_runtimes_reason(describer):
     regions = boxes((4, 4, 20, 20), (100, 100, 10, 10), (30, 4, -20, 20), (math.nan, 4, 20, 20), (4, 4, 3, 20),
                     (10, 10, 8, 8))
     result = camera(describer, regions, width=64, height=48)
 
+    assert describer.calls == [("describe_image_regions", 6)]  # one call, every box: the runtime checks them
+    assert np.isnan(describer.boxes[0][3]).all()  # the region that could not be read is a NaN row
     assert [d.id for d in result.descriptions.descriptions] == ["det-0", "det-5"]
-    assert kinds(result) == [REGION_2D, REGION_2D, REGION_2D, SMALL_REGION_2D]
+    assert [(d.text, d.score) for d in result.descriptions.descriptions] == [
+        ("region 0 of 64x48 image", -0.5), ("region 5 of 64x48 image", -5.5)]
+    np.testing.assert_array_equal(result.boxes, [[4, 4, 24, 24], [10, 10, 18, 18]])  # the described ones
+    assert kinds(result) == [REGION_2D] * 4
     messages = [problem.message for problem in result.problems]
     assert messages[0].startswith("skipped Region2D 'det-1': box [100.0, 100.0, 110.0, 110.0] covers 0 x 0 pixels")
     assert "has negative size (-20 x 20)" in messages[1]
-    assert "not finite" in messages[2]
-    assert messages[3] == ("skipped Region2D 'det-4': 3 x 20 pixels inside the image is smaller than "
-                           "min_region_px 4 (lower min_region_px to describe it)")
+    assert messages[2] == "skipped Region2D 'det-3': x, y, width or height has NaN or inf values"
+    assert messages[3].startswith("skipped Region2D 'det-4': box [4.0, 4.0, 7.0, 24.0] covers 3 x 20 pixels "
+                                  "inside the image, less than the minimum region size 4 px")
+
+
+def test_a_box_beyond_float32_reaches_the_runtime_as_inf_and_is_refused_there(describer):
+    result = camera(describer, boxes((3e38, 4, 3e38, 20), (4, 4, 20, 20)))
+    assert [d.id for d in result.descriptions.descriptions] == ["det-1"]
+    assert kinds(result) == [REGION_2D]
+    assert "not finite" in result.problems[0].message
 
 
 def test_only_the_first_max_regions_are_described_and_the_rest_reported(describer):
@@ -84,10 +100,11 @@ def test_only_the_first_max_regions_are_described_and_the_rest_reported(describe
                                                  "the first 4, dropped 6")
 
 
-def test_when_every_box_is_skipped_the_describer_is_not_called_and_no_description_is_made(describer):
+def test_when_every_box_is_refused_an_empty_array_with_the_frames_header_is_made(describer):
     result = camera(describer, boxes((100, 100, 10, 10)))
-    assert describer.calls == []
+    assert kinds(result) == [REGION_2D]
     assert result.descriptions.descriptions == []
+    assert result.boxes.shape == (0, 4)
     assert result.descriptions.header == header(5, 0)
 
 
@@ -108,7 +125,7 @@ def test_a_describer_value_error_becomes_a_describer_problem(describer):
 
 
 def test_a_describer_returning_the_wrong_number_of_descriptions_is_a_describer_problem(describer):
-    describer.describe_image_regions = lambda image, boxes: []
+    describer.describe_image_regions = lambda image, boxes, min_region_px: []
     result = camera(describer, boxes((4, 4, 8, 8)))
     assert result.descriptions is None
     assert result.problems[0].message.startswith("the describer returned 0 descriptions for 1 regions")
@@ -124,13 +141,29 @@ def test_cloud_regions_reach_the_describer_as_corners_and_come_back_in_order(des
     assert result.descriptions.header == cloud.header
 
 
-def test_a_3d_region_with_a_zero_quaternion_is_skipped_and_named(describer):
-    regions = cubes((1, 2, 3), (0, 0, 0))
+def test_unreadable_3d_regions_are_skipped_with_the_conversions_reason_and_the_rest_described(describer):
+    regions = cubes((1, 2, 3), (0, 0, 0), (4, 5, 6), (7, 8, 9))
     regions[0].center.orientation = Quaternion(x=0.0, y=0.0, z=0.0, w=0.0)
+    regions[2].size.y = -1.0
+    regions[3].center.position.x = math.nan
+    result = describe_lidar_frame(describer, lidar_cloud(header(6, 0)), regions, max_regions=32)
+    assert describer.calls == [("describe_point_regions", 4)]
+    assert np.isnan(describer.corners[0][[0, 2, 3]]).all()
+    assert [(d.id, d.text) for d in result.descriptions.descriptions] == [("obj-1", "object 1 among 500 points")]
+    assert kinds(result) == [REGION_3D] * 3
+    messages = [problem.message for problem in result.problems]
+    assert messages[0].startswith("skipped Region3D 'obj-0': center.orientation is a zero quaternion")
+    assert messages[1] == "skipped Region3D 'obj-2': size [1.0, -1.0, 1.0] is negative: give full extents >= 0"
+    assert messages[2] == "skipped Region3D 'obj-3': center.position has NaN or inf values"
+
+
+def test_a_3d_region_whose_corners_overflow_float32_is_refused_by_the_runtime(describer):
+    regions = cubes((0, 0, 0), (1, 1, 1))
+    regions[0].size.x = 1e300
     result = describe_lidar_frame(describer, lidar_cloud(header(6, 0)), regions, max_regions=32)
     assert [d.id for d in result.descriptions.descriptions] == ["obj-1"]
     assert kinds(result) == [REGION_3D]
-    assert "Region3D 'obj-0': center.orientation is a zero quaternion" in result.problems[0].message
+    assert result.problems[0].message.startswith("skipped Region3D 'obj-0': its corners are not all finite")
 
 
 def test_a_cloud_of_only_nan_points_is_skipped(describer):
@@ -142,8 +175,10 @@ def test_a_cloud_of_only_nan_points_is_skipped(describer):
     assert "none of its 10 points is finite" in result.problems[0].message
 
 
-def test_the_serialized_describer_passes_calls_through_and_names_the_backend(describer):
+def test_the_serialized_describer_passes_calls_and_min_region_px_through_and_names_the_backend(describer):
     serialized = SerializedDescriber(describer)
     assert serialized.backend == "double"
-    out = serialized.describe_image_regions(np.zeros((8, 8, 3), np.uint8), np.zeros((1, 4), np.float32))
+    out = serialized.describe_image_regions(np.zeros((8, 8, 3), np.uint8), np.array([[0, 0, 4, 4]], np.float32),
+                                            min_region_px=3.0)
     assert [d.text for d in out] == ["region 0 of 8x8 image"]
+    assert describer.min_region_px == [3.0]

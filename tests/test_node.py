@@ -149,6 +149,31 @@ def test_the_service_reports_an_unreadable_image_without_failing_the_cloud(rig):
     assert [d.id for d in response.descriptions.descriptions] == ["obj-0"]
 
 
+class CrashingOnce(DescriberDouble):
+    """The double, raising a bug's exception (not the ValueError of bad input) on its first image call."""
+
+    crashed = False
+
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px=0.0):
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("the engine lost its session")
+        return super().describe_image_regions(image, boxes_xyxy_px, min_region_px)
+
+
+@pytest.mark.parametrize("describer", [CrashingOnce()])
+def test_a_describer_crash_in_the_service_answers_the_call_and_is_counted(rig, describer):
+    request = DescribeRegions.Request(image=camera_image(header(450, 0)), regions_2d=boxes((0, 0, 16, 16)))
+    response = rig.call(request)
+    assert not response.success
+    assert response.message == "describing the request failed: RuntimeError('the engine lost its session')"
+    assert rig.problems() == {"service_error": 1}
+
+    response = rig.call(request)  # the service, and the executor under it, still work
+    assert response.success, response.message
+    assert [d.text for d in response.descriptions.descriptions] == ["region 0 of 64x48 image"]
+
+
 @pytest.mark.parametrize("describer", [DescriberDouble(delay_s=1.0)])
 def test_a_slow_service_call_does_not_stall_the_sensor_callbacks(rig, describer):
     future = rig.client.call_async(DescribeRegions.Request(

@@ -100,7 +100,7 @@ CAMERA_CASES = {  # id: (image, regions, the counter it raises)
     "box outside the image": (lambda: camera_image(header(10, 0)), boxes((500, 500, 20, 20)), "region_2d"),
     "box with a NaN corner": (lambda: camera_image(header(10, 0)), boxes((math.nan, 4, 20, 20)), "region_2d"),
     "box smaller than min_region_px": (lambda: camera_image(header(10, 0)), boxes((4, 4, 2, 20)),
-                                       "small_region_2d"),
+                                       "region_2d"),
     "10 000 regions": (lambda: camera_image(header(10, 0)), boxes(*[(1, 1, 10, 10)] * 10_000),
                        "too_many_regions"),
     "empty region array": (lambda: camera_image(header(10, 0)), [], "empty_regions"),
