@@ -27,7 +27,7 @@ class ManifestError(ValueError):
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    shape: list  # ints, or strings naming dynamic axes
+    shape: list | tuple  # ints, or strings naming dynamic axes (a tuple where export builds it, a list once read)
     dtype: str  # numpy dtype name
 
     @property
@@ -123,7 +123,7 @@ def _build(kind, value, where: str):
         missing = sorted(name for name, f in fields.items() if name not in value
                          and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         if unknown or missing:
-            parts = ([f"unknown fields {unknown}"] if unknown else []) + ([f"missing fields {missing}"] if missing else [])
+            parts = [f"{kind} fields {names}" for kind, names in (("unknown", unknown), ("missing", missing)) if names]
             raise ManifestError(f"{where} has {' and '.join(parts)}: it was written by another version; {REEXPORT}")
         values = {name: _build(hints[name], item, f"{where}.{name}") for name, item in value.items()}
         try:

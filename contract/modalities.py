@@ -34,10 +34,3 @@ POINT_MODALITIES = tuple(m.name for m in TABLE if m.points)
 ADAPTER_MODALITIES = tuple(m.name for m in TABLE if m.adapter is not None)
 BOX_DIMS = {m.name: m.box_dims for m in TABLE if m.region}
 IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION = MODALITIES
-
-
-def modality(name: str) -> Modality:
-    """The table's row for `name`, or ValueError listing the valid names."""
-    if name not in BY_NAME:
-        raise ValueError(f"unknown modality {name!r}: choose one of {', '.join(MODALITIES)}")
-    return BY_NAME[name]

@@ -17,21 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from contract.manifest import TensorSpec
+from contract.modalities import BOX_DIMS, BY_NAME, POINT_MODALITIES, REGION_MODALITIES
 from export.lora import merged_copy
 from export.llm import ExportableOPT
-from contract.modalities import BOX_DIMS, POINT_MODALITIES, REGION_MODALITIES
 from training.modeling_regionblip import RegionBLIP
 from training.region_prompt import RegionPrompt
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple  # ints, or strings naming dynamic axes
-    dtype: str  # numpy dtype name
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclass
@@ -43,8 +34,7 @@ class Graph:
     example: tuple  # example inputs for tracing, in input order
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {spec.name: {axis: size for axis, size in enumerate(spec.shape) if isinstance(size, str)}
-                for spec in self.inputs + self.outputs}
+        return {spec.name: spec.dynamic_axes for spec in self.inputs + self.outputs}
 
 
 class VisionEncoder(nn.Module):
@@ -70,7 +60,7 @@ class QFormerPrompt(nn.Module):
 
     def __init__(self, model: RegionBLIP, modality: str):
         super().__init__()
-        adapter = None if modality == "image" else modality
+        adapter = BY_NAME[modality].adapter
         self.prompt = RegionPrompt(model, modality, qformer=merged_copy(model.qformer_for(modality), adapter))
 
     def forward(self, features, boxes=None, frame_index=None, points=None):
@@ -137,7 +127,7 @@ def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
 
 def llm_adapters(modalities: list[str]) -> list[str]:
     """The LoRA adapters the LLM graph carries: the non-image modalities, in bundle order."""
-    return [m for m in modalities if m != "image"]
+    return [m for m in modalities if BY_NAME[m].adapter is not None]
 
 
 def _llm_graph(model: RegionBLIP, modalities: list[str]) -> Graph:

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, Blip2QFormerModel, Blip2VisionModel
 
 from . import checkpoint
-from contract.modalities import BOX_DIMS, MODALITIES, POINT_MODALITIES, REGION_MODALITIES
+from contract.modalities import ADAPTER_MODALITIES, BOX_DIMS, BY_NAME, MODALITIES, POINT_MODALITIES, REGION_MODALITIES
 
 from .config import RegionBLIPConfig
 from .generation import Generated, generate_from_prompt
@@ -63,7 +63,7 @@ class RegionBLIP(nn.Module):
         self.language_model = AutoModelForCausalLM.from_config(config.text_config())
         add_adapters(self.qformer, ["image_region"], QFORMER_TARGETS, config)
         add_adapters(self.qformer_pc, list(POINT_MODALITIES), QFORMER_TARGETS, config)
-        add_adapters(self.language_model, [m for m in MODALITIES if m != "image"], OPT_TARGETS, config)
+        add_adapters(self.language_model, list(ADAPTER_MODALITIES), OPT_TARGETS, config)
         self.requires_grad_(True)  # peft's injection froze the wrapped models; what trains is freeze_for's decision
         self.stage: str | None = None
 
@@ -75,7 +75,7 @@ class RegionBLIP(nn.Module):
     def use_modality(self, modality: str) -> None:
         """Activate the modality's LoRA adapters; `image` runs the plain BLIP-2 weights."""
         check_modality(modality)
-        adapter = None if modality == "image" else modality
+        adapter = BY_NAME[modality].adapter
         activate_adapter(self.qformer_for(modality), adapter)
         activate_adapter(self.language_model, adapter)
 
@@ -143,7 +143,7 @@ class RegionBLIP(nn.Module):
             parts = ("qformer.", "language_projection.image.", "language_model.")
             return {n: p for n, p in self.named_parameters()
                     if (n == "query_tokens.image" or n.startswith(parts)) and ".lora_" not in n}
-        new_modalities = [m for m in MODALITIES if m != "image"]
+        new_modalities = ADAPTER_MODALITIES
         parts = ("qformer_pc.", "point_adapter.", "region_position_embedding.", "box_regression.",
                  *(f"language_projection.{m}." for m in new_modalities))
         named = {f"query_tokens.{m}" for m in new_modalities} | {"region_feature_embedding"}
