@@ -31,7 +31,9 @@ def pixel_values(image: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
-    """Centre on the mean and scale so that the farthest point is at distance 1."""
+    """Centre on the mean and scale so that the farthest point is at distance 1. Computed in float64, so that
+    coordinates near float32's limit do not overflow on the way."""
+    points = np.asarray(points, dtype=np.float64)
     centred = points - points.mean(axis=0)
     radius = np.linalg.norm(centred, axis=1).max()
     return (centred / radius if radius > 0 else centred).astype(np.float32)

@@ -5,7 +5,8 @@
 Every top-level key of the YAML names a node to start (`region_describer`, or `/namespace/region_describer`)
 and holds its `ros__parameters`, as ros2 launch reads them; rcl itself applies the file, so the parameters
 mean exactly what they mean there. A parameter the file leaves out keeps the node's default (`ros__parameters:
-{}` keeps them all). Runs until SIGINT or SIGTERM, then shuts the nodes down and exits 0.
+{}` keeps them all). Runs until SIGINT or SIGTERM, then cancels the work in progress, shuts the nodes down
+and exits 0; if the executor dies on an error it exits 1, so that a supervisor restarts it.
 A bad file or argument is one line on stderr and exit status 2; a node that cannot start (e.g. its bundle
 is missing) is one line and status 1.
 """
@@ -90,8 +91,11 @@ def main(argv: list[str] | None = None, *, describer=None) -> int:
         context.try_shutdown()
         return 1
 
-    spin_until_signal(nodes, context, num_threads=EXECUTOR_THREADS * len(nodes))
-    return 0
+    def stop_work() -> None:
+        for node in nodes:
+            node.stop_work()
+
+    return spin_until_signal(nodes, context, num_threads=EXECUTOR_THREADS * len(nodes), before_shutdown=stop_work)
 
 
 if __name__ == "__main__":

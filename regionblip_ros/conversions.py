@@ -178,14 +178,17 @@ def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
 def xyz_to_pointcloud2(points, header: Header | None = None, frame_id: str = "") -> PointCloud2:
     """An unorganized PointCloud2 (height 1) with FLOAT32 x, y, z fields, packed, in native byte order.
 
-    The header is used as given; without one, a header with `frame_id` and a zero stamp is made.
+    The header is used as given; without one, a header with `frame_id` and a zero stamp is made. A coordinate
+    beyond float32's range is written as inf (and the cloud is not dense), which the readers drop as they drop
+    a missing return.
     """
     xyz = np.asarray(points)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"points have shape {xyz.shape}, expected (N, 3)")
     if header is not None and frame_id:
         raise ValueError("give either a header or a frame_id, not both: the header already names the frame")
-    xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     point_step = 3 * 4
     return PointCloud2(
         header=header if header is not None else Header(frame_id=frame_id),
@@ -227,6 +230,20 @@ def region2d_to_xyxy(regions: Sequence[Region2D]) -> tuple[np.ndarray, dict[int,
     return boxes, problems
 
 
+def _unit_quaternion(quaternion: np.ndarray) -> np.ndarray | None:
+    """quaternion / |quaternion|, or None when |quaternion| < MIN_QUATERNION_NORM.
+
+    Divided by its largest component first: |q| of a finite quaternion beyond ~1e154 overflows to inf, and its
+    rotation would come out NaN.
+    """
+    largest = np.abs(quaternion).max()
+    if not largest >= MIN_QUATERNION_NORM / 2:  # |q| <= 2 * largest: too short whatever the other components
+        return None
+    direction = quaternion / largest
+    length = np.linalg.norm(direction)  # in [1, 2]
+    return direction / length if length >= MIN_QUATERNION_NORM / largest else None
+
+
 def region3d_to_corners(regions: Sequence[Region3D]) -> tuple[np.ndarray, dict[int, str]]:
     """The 8 corners (R, 8, 3) float32 of each region's box, in contract.boxes.BOX_CORNER_SIGNS order, and
     {row: reason} for the regions that cannot be read, whose rows are NaN: a NaN or inf value, a zero
@@ -244,16 +261,20 @@ def region3d_to_corners(regions: Sequence[Region3D]) -> tuple[np.ndarray, dict[i
     center, quaternion, size = center.reshape(-1, 3), quaternion.reshape(-1, 4), size.reshape(-1, 3)
 
     problems = _first_non_finite({"center.position": center, "center.orientation": quaternion, "size": size})
+    unit = np.zeros_like(quaternion)
     for row in range(len(regions)):
         if row in problems:
             continue
-        if np.linalg.norm(quaternion[row]) < MIN_QUATERNION_NORM:
+        unit_row = _unit_quaternion(quaternion[row])
+        if unit_row is None:
             problems[row] = ("center.orientation is a zero quaternion: "
                              "set a unit quaternion, w=1 for an axis-aligned box")
         elif (size[row] < 0).any():
             problems[row] = f"size {size[row].tolist()} is negative: give full extents >= 0"
+        else:
+            unit[row] = unit_row
     corners = np.full((len(regions), 8, 3), np.nan, np.float32)
     readable = [row for row in range(len(regions)) if row not in problems]
     with np.errstate(over="ignore"):  # a huge but finite size overflows float32: inf, named by the runtime
-        corners[readable] = box_corners(center[readable], size[readable], quaternion_to_matrix(quaternion[readable]))
+        corners[readable] = box_corners(center[readable], size[readable], quaternion_to_matrix(unit[readable]))
     return corners, dict(sorted(problems.items()))

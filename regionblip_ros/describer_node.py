@@ -4,8 +4,18 @@ Frames are buffered by stamp; each region array is matched to its frame and hand
 thread that keeps only the newest job per sensor. Callbacks only buffer, match and hand over, so they never
 wait for the model. The describe_regions service runs in its own callback group and takes turns with the
 worker on the describer.
+
+What is published: every region array that reaches the worker gets exactly one RegionDescriptionArray on
+`descriptions`, with its frame's header, holding the regions that were described: possibly none, when the
+frame could not be read, the describer refused it or failed, or every region was refused. Why each region was
+left out is logged (throttled) and counted on /diagnostics. A region array that matches no buffered frame, or
+whose job is replaced by a newer one of the same sensor before it runs, gets nothing, and is counted.
+
+No callback lets an error out: an unexpected one is counted (callback_error, service_error, worker_error) and
+the node goes on. Shutdown cancels the job in progress between decode steps.
 """
 
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -16,7 +26,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
+)
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
 from regionblip_msgs.srv import DescribeRegions
 from sensor_msgs.msg import Image, PointCloud2
@@ -28,12 +40,13 @@ from regionblip_ros.diagnostics import InputStats, diagnostic_status
 from regionblip_ros.drawing import annotate
 from regionblip_ros.markers import description_markers
 from regionblip_ros.spinning import spin_until_signal
-from regionblip_ros.sync import FrameBuffer, stamp_to_ns
+from regionblip_ros.sync import Added, FrameBuffer, stamp_to_ns
 from regionblip_ros.throttle import ThrottledReporter
 from regionblip_ros.worker import LatestJobWorker
 
 NODE_NAME = "region_describer"
-SENSOR_QOS = qos_profile_sensor_data
+SENSOR_QOS = qos_profile_sensor_data  # the image and points subscriptions' default (sensor_* parameters)
+SENSOR_RELIABILITY = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT, "reliable": QoSReliabilityPolicy.RELIABLE}
 REGION_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -43,8 +56,13 @@ CAMERA, LIDAR = "camera", "lidar"
 FRAME_TOPIC = {CAMERA: "image", LIDAR: "points"}
 EMPTY_REGIONS = "empty_regions"
 STAMP_OUT_OF_ORDER = "stamp_out_of_order"
+CLOCK_JUMP = "clock_jump"
+LATE_FRAME = "late_frame"
+STAMP_AHEAD = "stamp_ahead"
+CALLBACK_ERROR = "callback_error"
 WORKER_ERROR = "worker_error"
 SERVICE_ERROR = "service_error"
+STOP_TIMEOUT_S = 2.0  # how long shutdown waits for the cancelled job to reach its next decode step
 
 # name: (default, description). The one home of every default: config/describe.yaml and config/demo.yaml set
 # only what must differ, and the launch file's arguments default to these values (tests/test_launch.py).
@@ -61,6 +79,14 @@ PARAMETERS = {
     "num_beams": (1, "beam search width; 1 = greedy"),
     "sync_slop": (0.05, "seconds a region array's stamp may differ from its frame's"),
     "frame_buffer": (30, "frames kept per sensor for stamp matching"),
+    "clock_jump": (2.0, "a frame stamped this many seconds before the newest buffered one means the clock "
+                        "jumped back (a bag loop, a simulator restart): the sensor's frame buffer restarts from it"),
+    "max_stamp_ahead": (10.0, "frames stamped more than this many seconds ahead of the node's clock are dropped "
+                              "and counted (a publisher's clock is wrong); 0 turns the check off"),
+    "sensor_reliability": (next(name for name, policy in SENSOR_RELIABILITY.items()
+                                if policy == SENSOR_QOS.reliability),
+                           "QoS reliability of the image and points subscriptions: best_effort | reliable"),
+    "sensor_depth": (SENSOR_QOS.depth, "QoS history depth of the image and points subscriptions"),
     "min_region_px": (4.0, "2D regions narrower or lower than this (pixels, inside the image) are skipped"),
     "publish_markers": (True, "publish RViz text markers for 3D regions on markers"),
     "publish_annotated": (True, "publish the image with boxes and descriptions on annotated_image"),
@@ -78,6 +104,18 @@ def make_describer(bundle: str, backend: str, device: str, max_new_tokens: int, 
     describer = Describer.from_bundle(bundle, backend=backend, device=device, threads=threads or None)
     describer.configure(max_new_tokens=max_new_tokens, num_beams=num_beams)
     return describer
+
+
+def _guarded(callback):
+    """A node callback that counts and logs (throttled) an unexpected error instead of letting it out into the
+    executor, which would stop every callback of the node."""
+    @functools.wraps(callback)
+    def guarded(self, *args):
+        try:
+            return callback(self, *args)
+        except Exception as error:
+            self.bad_inputs.report(CALLBACK_ERROR, f"{callback.__name__} failed and skipped its message: {error!r}")
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -102,10 +140,12 @@ class RegionDescriber(Node):
             raise
         self.max_regions, self.min_region_px = value["max_regions"], value["min_region_px"]
         self.sync_slop_ns = round(value["sync_slop"] * 1e9)
+        self.max_stamp_ahead_ns = round(value["max_stamp_ahead"] * 1e9)
         self.describer = SerializedDescriber(describer)
         self.bad_inputs = ThrottledReporter(self.get_logger().warning)
         self.stats = InputStats()
-        self._frames = {CAMERA: FrameBuffer(value["frame_buffer"]), LIDAR: FrameBuffer(value["frame_buffer"])}
+        jump_ns = round(value["clock_jump"] * 1e9)
+        self._frames = {sensor: FrameBuffer(value["frame_buffer"], jump_ns) for sensor in (CAMERA, LIDAR)}
         self._last_stamp_ns: dict[str, int] = {}
         self._reported_problems = 0
 
@@ -118,13 +158,16 @@ class RegionDescriber(Node):
             self.annotated_pub = self.create_publisher(Image, "annotated_image", OUTPUT_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
 
+        sensor_qos = QoSProfile(depth=value["sensor_depth"], history=QoSHistoryPolicy.KEEP_LAST,
+                                reliability=SENSOR_RELIABILITY[value["sensor_reliability"]],
+                                durability=QoSDurabilityPolicy.VOLATILE)
         sensors = MutuallyExclusiveCallbackGroup()
         if value["enable_camera"]:
-            self.create_subscription(Image, "image", self.on_image, SENSOR_QOS, callback_group=sensors)
+            self.create_subscription(Image, "image", self.on_image, sensor_qos, callback_group=sensors)
             self.create_subscription(Region2DArray, "regions_2d", self.on_regions_2d, REGION_QOS,
                                      callback_group=sensors)
         if value["enable_lidar"]:
-            self.create_subscription(PointCloud2, "points", self.on_points, SENSOR_QOS, callback_group=sensors)
+            self.create_subscription(PointCloud2, "points", self.on_points, sensor_qos, callback_group=sensors)
             self.create_subscription(Region3DArray, "regions_3d", self.on_regions_3d, REGION_QOS,
                                      callback_group=sensors)
         self.create_service(DescribeRegions, "describe_regions", self.on_describe_regions,
@@ -139,43 +182,55 @@ class RegionDescriber(Node):
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
         value = {name: self.get_parameter(name).value for name in PARAMETERS}
-        for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams"):
+        for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams", "sensor_depth"):
             if value[name] < 1:
                 raise ValueError(f"parameter {name} is {value[name]}: it must be at least 1")
-        for name in ("sync_slop", "min_region_px"):
+        for name in ("sync_slop", "min_region_px", "max_stamp_ahead"):
             if value[name] < 0:
                 raise ValueError(f"parameter {name} is {value[name]}: it must be 0 or more")
+        if value["clock_jump"] <= 0:
+            raise ValueError(f"parameter clock_jump is {value['clock_jump']}: it must be more than 0 seconds")
+        if value["sensor_reliability"] not in SENSOR_RELIABILITY:
+            raise ValueError(f"parameter sensor_reliability is {value['sensor_reliability']!r}: use one of "
+                             f"{', '.join(SENSOR_RELIABILITY)}")
         return value
 
     # --- callbacks: buffer, match, hand over; never wait -------------------------------------------------
 
+    @_guarded
     def on_image(self, msg: Image) -> None:
         self._buffer(CAMERA, "image", msg)
 
+    @_guarded
     def on_points(self, msg: PointCloud2) -> None:
         self._buffer(LIDAR, "points", msg)
 
+    @_guarded
     def on_regions_2d(self, msg: Region2DArray) -> None:
         self._match(CAMERA, "regions_2d", msg)
 
+    @_guarded
     def on_regions_3d(self, msg: Region3DArray) -> None:
         self._match(LIDAR, "regions_3d", msg)
 
     def on_describe_regions(self, request, response):
         """Describe the request's image regions and/or cloud regions now, in this (service) thread."""
-        parts = []
         try:
-            if request.image.width or request.regions_2d:
-                parts.append(describe_camera_frame(self.describer, request.image, list(request.regions_2d),
-                                                   max_regions=self.max_regions, min_region_px=self.min_region_px))
-            if request.cloud.width or request.regions_3d:
-                parts.append(describe_lidar_frame(self.describer, request.cloud, list(request.regions_3d),
-                                                  max_regions=self.max_regions))
-        except Exception as error:  # a describer bug must answer the call, not take down the executor
+            return self._describe_request(request, response)
+        except Exception as error:  # any failure must answer the call, not take down the executor
             message = f"describing the request failed: {error!r}"
             self.bad_inputs.report(SERVICE_ERROR, message)
             response.success, response.message = False, message
             return response
+
+    def _describe_request(self, request, response):
+        parts = []
+        if request.image.width or request.regions_2d:
+            parts.append(describe_camera_frame(self.describer, request.image, list(request.regions_2d),
+                                               max_regions=self.max_regions, min_region_px=self.min_region_px))
+        if request.cloud.width or request.regions_3d:
+            parts.append(describe_lidar_frame(self.describer, request.cloud, list(request.regions_3d),
+                                              max_regions=self.max_regions))
         if not parts:
             response.success = False
             response.message = ("nothing to describe: fill image + regions_2d and/or cloud + regions_3d "
@@ -183,16 +238,15 @@ class RegionDescriber(Node):
             return response
         problems = [problem for part in parts for problem in part.problems]
         self._report(problems)
-        described = [part.descriptions for part in parts if part.descriptions is not None]
-        if described:
-            response.descriptions.header = described[0].header
-            response.descriptions.inference_ms = sum(d.inference_ms for d in described)
-            for descriptions in described:
-                response.descriptions.descriptions.extend(descriptions.descriptions)
-        response.success = len(described) == len(parts)
+        response.descriptions.header = parts[0].descriptions.header
+        response.descriptions.inference_ms = sum(part.descriptions.inference_ms for part in parts)
+        for part in parts:
+            response.descriptions.descriptions.extend(part.descriptions.descriptions)
+        response.success = not any(part.failed for part in parts)
         response.message = "; ".join(problem.message for problem in problems)
         return response
 
+    @_guarded
     def publish_diagnostics(self) -> None:
         problems = self.bad_inputs.counts()
         new_problems = sum(problems.values()) - self._reported_problems
@@ -204,8 +258,14 @@ class RegionDescriber(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
+    def stop_work(self) -> None:
+        """Cancel the job in progress (at its next decode step), drop pending ones and end the worker; the
+        describe_regions service answers success=false from then on. Call before the executor shuts down."""
+        self.describer.cancel()
+        self.worker.stop(STOP_TIMEOUT_S)
+
     def destroy_node(self) -> None:
-        self.worker.stop()
+        self.stop_work()
         super().destroy_node()
 
     # --- helpers of the callbacks ------------------------------------------------------------------------
@@ -216,14 +276,33 @@ class RegionDescriber(Node):
         if previous is not None and stamp < previous:
             self.bad_inputs.report(STAMP_OUT_OF_ORDER, (
                 f"{topic} stamp {stamp * 1e-9:.3f} s is older than the one before ({previous * 1e-9:.3f} s): "
-                "still matched by stamp; if the publisher's clock jumped back (a replayed bag?), expect "
-                "unmatched regions until the frame buffer refills"))
+                "still matched by stamp; a frame more than clock_jump s older than the newest restarts the frame "
+                "buffer"))
         self._last_stamp_ns[topic] = stamp
         return stamp
 
     def _buffer(self, sensor: str, topic: str, msg) -> None:
         self.stats.received(topic)
-        self._frames[sensor].add(self._stamp_ns(topic, msg), msg)
+        stamp = self._stamp_ns(topic, msg)
+        now = self.get_clock().now().nanoseconds
+        if self.max_stamp_ahead_ns and now > 0 and stamp > now + self.max_stamp_ahead_ns:
+            self.bad_inputs.report(STAMP_AHEAD, (
+                f"dropped a {topic} frame stamped {(stamp - now) * 1e-9:.1f} s ahead of this node's clock "
+                f"(max_stamp_ahead {self.max_stamp_ahead_ns * 1e-9:g} s): fix the publisher's clock, or set "
+                "use_sim_time the same on both sides"))
+            return
+        frames = self._frames[sensor]
+        newest = frames.stamps[-1] if len(frames) else None
+        added = frames.add(stamp, msg)
+        if added is Added.RESET:
+            self.bad_inputs.report(CLOCK_JUMP, (
+                f"{topic} stamp {stamp * 1e-9:.3f} s is {(newest - stamp) * 1e-9:.1f} s before the newest buffered "
+                f"frame ({newest * 1e-9:.3f} s), more than clock_jump: taken for a clock jump back (a bag loop, a "
+                f"simulator restart); the {topic} buffer restarted from this frame"))
+        elif added is Added.TOO_OLD:
+            self.bad_inputs.report(LATE_FRAME, (
+                f"dropped a {topic} frame stamped {stamp * 1e-9:.3f} s: older than all {len(frames)} buffered "
+                "frames; raise frame_buffer if its regions come this late"))
 
     def _match(self, sensor: str, topic: str, msg) -> None:
         received = time.monotonic()
@@ -253,9 +332,9 @@ class RegionDescriber(Node):
         else:
             result = describe_lidar_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions)
         self._report(result.problems)
-        if result.descriptions is None:
-            return
         self.descriptions_pub.publish(result.descriptions)
+        if result.failed:
+            return
         self.stats.latency((time.monotonic() - job.received) * 1e3)
         if self.markers_pub is not None and sensor == LIDAR:
             self.markers_pub.publish(description_markers(result.descriptions))
@@ -265,7 +344,10 @@ class RegionDescriber(Node):
             self.annotated_pub.publish(numpy_to_image(drawn, "rgb8", header=result.descriptions.header))
 
     def _on_worker_error(self, sensor: str, job: Job, error: Exception) -> None:
+        if self.worker.stopping:
+            return  # the job was cancelled by stop_work: shutting down, nothing to report
         self.bad_inputs.report(WORKER_ERROR, f"describing a {sensor} frame failed, skipped it: {error!r}")
+        self.descriptions_pub.publish(RegionDescriptionArray(header=job.frame.header))
 
     def _report(self, problems) -> None:
         for problem in problems:
@@ -282,8 +364,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"{NODE_NAME}: {error}", file=sys.stderr)
         context.try_shutdown()
         return 1
-    spin_until_signal([node], context, num_threads=EXECUTOR_THREADS)
-    return 0
+    return spin_until_signal([node], context, num_threads=EXECUTOR_THREADS, before_shutdown=node.stop_work)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,13 @@ class Problem:
 
 @dataclass
 class FrameResult:
-    """What describing one frame gave. descriptions is None when the frame could not be described (unreadable,
-    or the describer refused it); otherwise it holds the described regions, possibly none."""
+    """What describing one frame gave: always a message with the frame's header, holding the regions that were
+    described, possibly none. `failed` says that none could be, because of the frame itself (unreadable, or
+    the describer refused it); `problems` say why each left-out region was."""
 
-    descriptions: RegionDescriptionArray | None = None
+    descriptions: RegionDescriptionArray
     problems: list[Problem] = field(default_factory=list)
+    failed: bool = False
     image: np.ndarray | None = None  # (H, W, 3) RGB of a camera frame, for drawing
     boxes: np.ndarray = field(default_factory=lambda: np.empty((0, 4), np.float32))  # described, clipped
 
@@ -61,6 +63,10 @@ class SerializedDescriber:
     def describe_point_regions(self, points, corners):
         with self._lock:
             return self._describer.describe_point_regions(points, corners)
+
+    def cancel(self) -> None:
+        """Cancel the call in progress and all later ones; not under the lock, which that call holds."""
+        self._describer.cancel()
 
 
 def _keep_at_most(regions, max_regions: int, modality: str, problems: list[Problem]) -> list:
@@ -118,17 +124,19 @@ def _message(header, regions, described, modality: str, inference_ms: float) -> 
 def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], *, max_regions: int,
                           min_region_px: float) -> FrameResult:
     """Describe the 2D regions of one image; the result carries the image's header."""
-    result = FrameResult()
+    result = FrameResult(RegionDescriptionArray(header=image_msg.header))
     try:
         result.image = image_to_numpy(image_msg)
     except ValueError as error:
         result.problems.append(Problem(IMAGE, f"skipped an image: {error}"))
+        result.failed = True
         return result
     regions = _keep_at_most(regions, max_regions, IMAGE_REGION, result.problems)
     boxes, unreadable = region2d_to_xyxy(regions)
     described, inference_ms = _call(describer.describe_image_regions, len(regions), result.problems,
                                     result.image, boxes, min_region_px=min_region_px)
     if described is None:
+        result.failed = True
         return result
     rows = _described_rows(regions, described, unreadable, REGION_2D, result.problems)
     height, width = result.image.shape[:2]
@@ -141,22 +149,25 @@ def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], 
 def describe_lidar_frame(describer, cloud_msg: PointCloud2, regions: list[Region3D], *,
                          max_regions: int) -> FrameResult:
     """Describe the 3D regions of one point cloud; the result carries the cloud's header."""
-    result = FrameResult()
+    result = FrameResult(RegionDescriptionArray(header=cloud_msg.header))
     try:
         points = pointcloud2_to_xyz(cloud_msg)
     except ValueError as error:
         result.problems.append(Problem(POINTS, f"skipped a point cloud: {error}"))
+        result.failed = True
         return result
     if len(points) == 0:
         result.problems.append(Problem(POINTS, (
             f"skipped a point cloud: none of its {cloud_msg.width * cloud_msg.height} points is finite "
             "(all NaN or inf, or the cloud is empty)")))
+        result.failed = True
         return result
     regions = _keep_at_most(regions, max_regions, POINTCLOUD_REGION, result.problems)
     corners, unreadable = region3d_to_corners(regions)
     described, inference_ms = _call(describer.describe_point_regions, len(regions), result.problems,
                                     points, corners)
     if described is None:
+        result.failed = True
         return result
     rows = _described_rows(regions, described, unreadable, REGION_3D, result.problems)
     result.descriptions = _message(cloud_msg.header, [regions[row] for row in rows],

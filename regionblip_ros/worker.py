@@ -55,6 +55,11 @@ class LatestJobWorker:
         with self._condition:
             return self._condition.wait_for(lambda: not self._pending and not self._busy, timeout_s)
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called."""
+        return self._stopping
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Drop pending jobs, let a running one finish (up to timeout_s) and end the thread."""
         with self._condition:

@@ -7,6 +7,7 @@ many tokens exist, and beam search ranks hypotheses by sum of log-probs / length
 distribution, of its tokens up to and including the stop token: the same score the torch
 reference reports.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +29,14 @@ class LanguageModelStep(Protocol):
     def reorder(self, past: Any, rows: np.ndarray) -> Any: ...
 
 
+class Cancelled(RuntimeError):
+    """Describing stopped because the describer was cancelled (Describer.cancel(), e.g. at shutdown)."""
+
+
+def never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Decoded:
     token_ids: tuple[int, ...]  # generated tokens, stop token excluded
@@ -40,13 +49,30 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def decode(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
-    """Describe each row of prompt (R, Q, D); R may be 0."""
+def decode(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings,
+           cancelled: Callable[[], bool] = never) -> list[Decoded]:
+    """Describe each row of prompt (R, Q, D); R may be 0. `cancelled` is asked before every LLM step; when it
+    says True, Cancelled is raised, so that a long job stops within one step."""
     if len(prompt) == 0:
         return []
     if settings.num_beams == 1:
-        return _greedy(step, prompt, settings)
-    return _beam_search(step, prompt, settings)
+        return _greedy(_Cancellable(step, cancelled), prompt, settings)
+    return _beam_search(_Cancellable(step, cancelled), prompt, settings)
+
+
+class _Cancellable:
+    """A LanguageModelStep that raises Cancelled instead of running once `cancelled()` is true."""
+
+    def __init__(self, step: LanguageModelStep, cancelled: Callable[[], bool]):
+        self.step, self.cancelled = step, cancelled
+
+    def __call__(self, prefix_embeds, input_ids, past):
+        if self.cancelled():
+            raise Cancelled("describing was cancelled between decode steps (the describer is shutting down)")
+        return self.step(prefix_embeds, input_ids, past)
+
+    def reorder(self, past, rows):
+        return self.step.reorder(past, rows)
 
 
 def _forbid_stop(log_probs: np.ndarray, generated: int, settings: GenerationSettings) -> np.ndarray:

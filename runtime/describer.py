@@ -8,8 +8,14 @@
 
 A frame's features are computed once and all of its regions decode in one batch. A box that cannot be
 described (NaN, outside the image, not finite in float32) gets a Description with its `problem` and no text; the
-frame's other boxes are described as usual.
+frame's other boxes are described as usual. A region whose scores come out non-finite (NaN or inf, e.g. from
+coordinates near float32's limit) gets a `problem` too, never an empty text passed off as a description.
+
+`describer.cancel()`, from any thread, makes the call in progress raise runtime.Cancelled at its next decode step,
+and every later call at once: a node shutting down does not wait for a long job.
 """
+import math
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +27,7 @@ from contract.manifest import Preprocess
 from contract.modalities import MODALITIES
 from runtime import preprocess
 from runtime.bundle import Bundle, load_bundle
-from runtime.decoding import Decoded
+from runtime.decoding import Cancelled, Decoded
 from runtime.description import Description
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -40,6 +46,7 @@ class Describer:
         self.object_num_points = preprocessing.object_num_points
         self.scene_num_points = preprocessing.scene_num_points
         self.modalities = modalities
+        self._cancelled = threading.Event()
 
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu",
@@ -79,6 +86,10 @@ class Describer:
     def _from_manifest(cls, engine, bundle: Bundle) -> "Describer":
         return cls(engine, bundle.tokenizer_file, bundle.manifest.generation, bundle.manifest.preprocess,
                    bundle.modalities)
+
+    def cancel(self) -> None:
+        """Stop the call in progress at its next decode step, and refuse every later call (raises Cancelled)."""
+        self._cancelled.set()
 
     def configure(self, **settings) -> None:
         """Change generation settings (num_beams, max_new_tokens, min_new_tokens) for later calls."""
@@ -140,14 +151,21 @@ class Describer:
                 for row in range(len(boxes))]
 
     def _run(self, modality: str, frames: np.ndarray, start: float, boxes=None, frame_index=None):
+        if self._cancelled.is_set():
+            raise Cancelled("this describer was cancelled (Describer.cancel()): build a new one to describe again")
         if modality not in self.modalities:
             raise ValueError(f"this bundle was exported without {modality!r} (it has {', '.join(self.modalities)}): "
                              f"re-export with --modalities including {modality}")
         preprocess_ms = 1e3 * (time.perf_counter() - start)
-        decoded, timings = self.engine.generate(modality, frames, self.settings, boxes, frame_index)
+        decoded, timings = self.engine.generate(modality, frames, self.settings, boxes, frame_index,
+                                                cancelled=self._cancelled.is_set)
         timings = {"preprocess": preprocess_ms, **timings, "total": 1e3 * (time.perf_counter() - start)}
         return [self._description(row, timings) for row in decoded]
 
     def _description(self, row: Decoded, timings: dict) -> Description:
+        if not math.isfinite(row.score):
+            return Description.refused(
+                f"the model's scores for it are not finite (score {row.score}): its input is out of the range the "
+                "model computes in, e.g. coordinates near float32's limit; check the sensor's units")
         text = self.tokenizer.decode(list(row.token_ids), skip_special_tokens=True).strip()
         return Description(text=text, score=row.score, token_ids=row.token_ids, timings_ms=dict(timings))

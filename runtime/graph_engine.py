@@ -10,7 +10,7 @@ import numpy as np
 from contract.generation import GenerationSettings
 from contract.modalities import POINT_MODALITIES, REGION_MODALITIES
 from runtime.bundle import Bundle
-from runtime.decoding import Decoded, decode
+from runtime.decoding import Cancelled, Decoded, decode, never
 
 
 class LanguageModelGraph:
@@ -69,16 +69,19 @@ class GraphEngine:
         return self.runner.run(graph, feeds)[0]
 
     def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
-                 frame_index=None) -> tuple[list[Decoded], dict[str, float]]:
-        """Describe each region (or each frame): (decoded rows, stage timings in ms)."""
+                 frame_index=None, cancelled=never) -> tuple[list[Decoded], dict[str, float]]:
+        """Describe each region (or each frame): (decoded rows, stage timings in ms). Raises Cancelled between
+        graphs and decode steps once `cancelled()` is true."""
         timings, start = {}, time.perf_counter()
         features = self.features(modality, frames)
         timings["encode"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
+        if cancelled():
+            raise Cancelled("describing was cancelled after the encoder (the describer is shutting down)")
         prompt = self.soft_prompt(modality, features, boxes, frame_index, frames)
         timings["qformer"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
         step = LanguageModelGraph(self.runner, self.bundle, self.adapter_ids([modality] * len(prompt)))
-        decoded = decode(step, prompt, settings)
+        decoded = decode(step, prompt, settings, cancelled)
         timings["decode"] = 1e3 * (time.perf_counter() - start)
         return decoded, timings

@@ -50,11 +50,14 @@ def preprocess_boxes(boxes_xyxy_px, image_shape: tuple[int, ...],
 
 
 def clean_points(points) -> np.ndarray:
-    """(N, 3) float32 with non-finite rows dropped; ValueError if the shape is wrong or nothing is left."""
+    """(N, 3) float32 with the rows that are not finite in float32 dropped; ValueError if the shape is wrong or
+    nothing is left."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points have shape {points.shape}: pass an (N, 3) array of x, y, z")
-    finite = points[np.isfinite(points).all(axis=1)].astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        points = points.astype(np.float32)  # first: a float64 beyond float32's range becomes inf, and is dropped
+    finite = points[np.isfinite(points).all(axis=1)]
     if len(finite) == 0:
         raise ValueError(f"point cloud has no finite points (of {len(points)}): nothing to describe")
     return finite

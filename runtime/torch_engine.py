@@ -9,7 +9,7 @@ import numpy as np
 
 from contract.generation import GenerationSettings
 from contract.modalities import POINT_MODALITIES, REGION_MODALITIES
-from runtime.decoding import Decoded
+from runtime.decoding import Cancelled, Decoded, never
 
 
 class TorchEngine:
@@ -25,7 +25,8 @@ class TorchEngine:
         self.model = RegionBLIP.from_pretrained(checkpoint).to(device).eval()
 
     def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
-                 frame_index=None) -> tuple[list[Decoded], dict[str, float]]:
+                 frame_index=None, cancelled=never) -> tuple[list[Decoded], dict[str, float]]:
+        """As GraphEngine.generate; transformers' generate stops at its next step once `cancelled()` is true."""
         torch = self.torch
         start = time.perf_counter()
         tensor = torch.from_numpy(frames).to(self.device)
@@ -35,7 +36,10 @@ class TorchEngine:
             inputs["frame_index"] = torch.from_numpy(frame_index).to(self.device)
         generated = self.model.generate(modality, **inputs, num_beams=settings.num_beams,
                                         max_new_tokens=settings.max_new_tokens,
-                                        min_new_tokens=settings.min_new_tokens, eos_token_id=settings.eos_token_id)
+                                        min_new_tokens=settings.min_new_tokens, eos_token_id=settings.eos_token_id,
+                                        stop=cancelled)
+        if cancelled():
+            raise Cancelled("describing was cancelled between decode steps (the describer is shutting down)")
         decoded = []
         for tokens, score in zip(generated.token_ids.tolist(), generated.scores.tolist()):
             kept = []

@@ -4,7 +4,8 @@ Its descriptions say what it was given ("region 1 of 64x48 image", "object 0 amo
 check that the node passed the right frame and regions. Boxes go through the runtime's own box check
 (runtime.preprocess), so a box the runtime would refuse comes back as the runtime's refused Description, with its
 problem. It raises ValueError where the runtime would for bad input, and for frames the tests use to provoke a
-describer error: images under 8 pixels wide or high, and clouds of fewer than 4 points.
+describer error: images under 8 pixels wide or high, and clouds of fewer than 4 points. cancel() ends a call's
+delay early with runtime.Cancelled, as the runtime stops between decode steps.
 """
 
 import threading
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from runtime import preprocess
+from runtime import Cancelled, preprocess
 from runtime.description import Description
 
 MIN_IMAGE_PX = 8
@@ -28,6 +29,10 @@ class DescriberDouble:
         self._lock = threading.Lock()
         self._busy = False
         self.overlapping_calls = 0  # calls that started while another was running
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
     def _enter(self, method: str, regions: int) -> None:
         with self._lock:
@@ -36,9 +41,12 @@ class DescriberDouble:
             self.calls.append((method, regions))
 
     def _leave(self) -> None:
-        time.sleep(self.delay_s)
-        with self._lock:
-            self._busy = False
+        try:
+            if self.cancelled.wait(self.delay_s):
+                raise Cancelled("the describer double was cancelled")
+        finally:
+            with self._lock:
+                self._busy = False
 
     @staticmethod
     def _answer(count: int, problems: dict[int, str], describe) -> list[Description]:

@@ -5,7 +5,7 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 from contract.generation import GenerationSettings
-from runtime.decoding import decode
+from runtime.decoding import Cancelled, decode
 from training.generation import generate_from_prompt
 
 EOS = 7
@@ -93,3 +93,22 @@ def test_zero_rows_decode_to_nothing(opt):
 def test_inconsistent_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         settings(**bad)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_decoding_raises_cancelled_before_the_first_step_after_cancel(opt, prompts, num_beams):
+    step, calls = RecomputingStep(opt), []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 4  # four steps run, the fifth is refused
+
+    with pytest.raises(Cancelled):
+        decode(step, prompts.numpy(), settings(num_beams=num_beams, min_new_tokens=12), cancelled)
+    assert len(calls) == 5
+
+
+def test_the_torch_reference_stops_early_when_told_to(opt, prompts):
+    out = generate_from_prompt(opt, prompts, num_beams=1, max_new_tokens=12, min_new_tokens=12, eos_token_id=EOS,
+                               stop=lambda: True)
+    assert out.token_ids.shape[1] == 1

@@ -103,23 +103,30 @@ def test_only_the_first_max_regions_are_described_and_the_rest_reported(describe
 def test_when_every_box_is_refused_an_empty_array_with_the_frames_header_is_made(describer):
     result = camera(describer, boxes((100, 100, 10, 10)))
     assert kinds(result) == [REGION_2D]
+    assert not result.failed
     assert result.descriptions.descriptions == []
     assert result.boxes.shape == (0, 4)
     assert result.descriptions.header == header(5, 0)
 
 
-def test_an_unreadable_image_gives_an_image_problem_and_no_descriptions(describer):
+def assert_failed_with_no_descriptions(result, stamp):
+    assert result.failed
+    assert result.descriptions.descriptions == []
+    assert result.descriptions.header == stamp  # still answered, so a consumer knows the frame was seen
+
+
+def test_an_unreadable_image_gives_an_image_problem_and_an_empty_answer(describer):
     image = camera_image(header(5, 0))
     image.encoding = "16UC1"
     result = describe_camera_frame(describer, image, boxes((4, 4, 8, 8)), max_regions=32, min_region_px=4.0)
-    assert result.descriptions is None
+    assert_failed_with_no_descriptions(result, header(5, 0))
     assert kinds(result) == [IMAGE]
     assert result.problems[0].message.startswith("skipped an image: image encoding '16UC1' is not supported")
 
 
 def test_a_describer_value_error_becomes_a_describer_problem(describer):
     result = camera(describer, boxes((0, 0, 4, 4)), width=4, height=4)  # the double refuses images under 8 px
-    assert result.descriptions is None
+    assert result.failed and result.descriptions.descriptions == []
     assert kinds(result) == [DESCRIBER]
     assert result.problems[0].message == "the describer refused the frame: image 4x4 is smaller than 8x8"
 
@@ -127,7 +134,7 @@ def test_a_describer_value_error_becomes_a_describer_problem(describer):
 def test_a_describer_returning_the_wrong_number_of_descriptions_is_a_describer_problem(describer):
     describer.describe_image_regions = lambda image, boxes, min_region_px: []
     result = camera(describer, boxes((4, 4, 8, 8)))
-    assert result.descriptions is None
+    assert result.failed and result.descriptions.descriptions == []
     assert result.problems[0].message.startswith("the describer returned 0 descriptions for 1 regions")
 
 
@@ -170,7 +177,7 @@ def test_a_cloud_of_only_nan_points_is_skipped(describer):
     cloud = lidar_cloud(header(6, 0), points=10)
     cloud.data = np.full((10, 3), np.nan, np.float32).tobytes()
     result = describe_lidar_frame(describer, cloud, cubes((0, 0, 0)), max_regions=32)
-    assert result.descriptions is None
+    assert_failed_with_no_descriptions(result, header(6, 0))
     assert kinds(result) == [POINTS]
     assert "none of its 10 points is finite" in result.problems[0].message
 

@@ -8,6 +8,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from regionblip_msgs.msg import Region2DArray  # noqa: E402
 from regionblip_msgs.srv import DescribeRegions  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
@@ -18,6 +19,7 @@ from node_rig import (  # noqa: E402
 )
 from regionblip_ros import describer_node  # noqa: E402
 from regionblip_ros.conversions import image_to_numpy  # noqa: E402
+from regionblip_ros.describer_node import SENSOR_RELIABILITY, RegionDescriber  # noqa: E402
 from regionblip_ros.drawing import COLOURS  # noqa: E402
 
 
@@ -216,9 +218,26 @@ def test_diagnostics_report_backend_rates_latency_and_bad_inputs(rig):
 @pytest.mark.parametrize(("argument", "says"), [
     ("bundle:=/no/such/bundle", "region_describer: "),
     ("max_regions:=0", "region_describer: parameter max_regions is 0: it must be at least 1"),
-], ids=["unloadable bundle", "bad parameter"])
+    ("clock_jump:=0.0", "region_describer: parameter clock_jump is 0.0: it must be more than 0 seconds"),
+    ("sensor_reliability:=lossy", "region_describer: parameter sensor_reliability is 'lossy': use one of "
+                                  "best_effort, reliable"),
+], ids=["unloadable bundle", "bad parameter", "bad clock_jump", "bad sensor_reliability"])
 def test_the_node_entry_point_exits_1_with_one_line_when_it_cannot_start(capsys, argument, says):
     assert describer_node.main(["region_describer", "--ros-args", "-p", argument]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(says), err
     assert argument.partition(":=")[2] in err
+
+
+@pytest.mark.parametrize("reliability", ["best_effort", "reliable"])
+def test_the_sensor_subscriptions_take_their_qos_from_the_parameters(ros_context, reliability):
+    node = RegionDescriber(describer=DescriberDouble(), context=ros_context, parameter_overrides=[
+        Parameter("sensor_reliability", value=reliability), Parameter("sensor_depth", value=2)])
+    try:
+        sensors = [s for s in node.subscriptions if s.topic_name in ("/image", "/points")]
+        assert len(sensors) == 2
+        for subscription in sensors:
+            assert subscription.qos_profile.depth == 2
+            assert subscription.qos_profile.reliability == SENSOR_RELIABILITY[reliability]
+    finally:
+        node.destroy_node()

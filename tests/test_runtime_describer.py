@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from contract.boxes import box_corners, yaw_to_matrix
-from runtime import Describer
+from runtime import Cancelled, Describer
 from runtime.bundle import BundleError
 from runtime.cli import main as describe_main
 
@@ -100,6 +100,46 @@ def test_a_point_box_beyond_float32_is_refused_alone(onnx_describer):
     described = onnx_describer.describe_point_regions(SCENE, np.stack([CORNERS[0], huge]))
     assert described[0].problem is None and described[0].token_ids
     assert "not all finite" in described[1].problem
+
+
+def test_a_cloud_near_float32s_limit_is_refused_with_the_reason_not_described_as_empty_text(onnx_describer):
+    onnx_describer.configure(num_beams=1, max_new_tokens=6)
+    (described,) = onnx_describer.describe_point_regions(SCENE * 1e38, CORNERS[:1] * 1e38)
+    assert described.text == "" and np.isnan(described.score)
+    assert described.problem.startswith("the model's scores for it are not finite")
+
+
+def test_a_whole_object_near_float32s_limit_is_normalised_without_overflow(onnx_describer):
+    onnx_describer.configure(num_beams=1, max_new_tokens=6)
+    huge, unit = onnx_describer.describe_point_objects([SCENE.astype(np.float64) * 1e38, SCENE])
+    assert huge.problem is None and huge.token_ids == unit.token_ids
+
+
+@pytest.mark.parametrize("modality", list(CALLS))
+def test_a_cancelled_describer_refuses_every_later_call(tiny_bundle, modality):
+    describer = Describer.from_bundle(tiny_bundle)
+    describer.cancel()
+    with pytest.raises(Cancelled, match="cancelled"):
+        CALLS[modality](describer)
+
+
+def test_cancelling_mid_decode_stops_at_the_next_step(tiny_bundle):
+    describer = Describer.from_bundle(tiny_bundle)
+    describer.configure(num_beams=1, max_new_tokens=20, min_new_tokens=20)
+    steps = []
+    run = describer.engine.runner.run
+
+    def counting_run(graph, feeds):
+        if graph == "llm":
+            steps.append(graph)
+            if len(steps) == 3:
+                describer.cancel()  # as another thread would, during the third step
+        return run(graph, feeds)
+
+    describer.engine.runner.run = counting_run
+    with pytest.raises(Cancelled, match="between decode steps"):
+        describer.describe_image_regions(IMAGE, BOXES)
+    assert len(steps) == 3
 
 
 @pytest.mark.parametrize("image, reason", [

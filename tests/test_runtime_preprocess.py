@@ -27,6 +27,12 @@ def test_non_finite_points_are_dropped_and_an_all_nan_cloud_is_rejected():
         preprocess.clean_points(np.full((5, 3), np.nan))
 
 
+def test_float64_points_beyond_float32_are_dropped_as_not_finite():
+    points = np.array([[0, 0, 0], [1e39, 0, 0], [1, 1, 1]], dtype=np.float64)
+    np.testing.assert_array_equal(preprocess.clean_points(points), [[0, 0, 0], [1, 1, 1]])
+    assert preprocess.clean_points(points).dtype == np.float32
+
+
 @pytest.mark.parametrize("image, problem", [
     (np.zeros((8, 8, 3), np.float32), "dtype float32"),
     (np.zeros((8, 8), np.uint8), r"shape \(8, 8\)"),

@@ -1,9 +1,11 @@
 """Caption decoding from a soft prompt: OPT generate (greedy or beam), then a scoring pass for mean log-probs."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 
 @dataclass
@@ -18,6 +20,14 @@ def tokens_before_stop(token_ids: torch.Tensor, eos_token_id: int) -> torch.Tens
     return (is_eos.cumsum(1) - is_eos) == 0
 
 
+class _Stop(StoppingCriteria):
+    def __init__(self, stop: Callable[[], bool]):
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.stop(), dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def generate_from_prompt(
     language_model: nn.Module,
@@ -27,8 +37,10 @@ def generate_from_prompt(
     max_new_tokens: int,
     min_new_tokens: int,
     eos_token_id: int,
+    stop: Callable[[], bool] | None = None,
 ) -> Generated:
-    """Decode from `prompt` (R, Q, D) soft tokens followed by BOS, as BLIP-2/RegionBLIP inference does."""
+    """Decode from `prompt` (R, Q, D) soft tokens followed by BOS, as BLIP-2/RegionBLIP inference does. `stop`,
+    asked after every step, ends generation early when it says True (the caller decides what that means)."""
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens, got {min_new_tokens} and {max_new_tokens}")
     config = language_model.config
@@ -45,6 +57,7 @@ def generate_from_prompt(
         eos_token_id=eos_token_id,
         pad_token_id=config.pad_token_id,
         do_sample=False,
+        stopping_criteria=StoppingCriteriaList([_Stop(stop)]) if stop is not None else None,
     )  # (R, T)
     # Re-score the chosen tokens with the model's own (unprocessed) distribution: one pass, same for greedy and beam.
     valid = tokens_before_stop(token_ids, eos_token_id)

@@ -172,7 +172,7 @@ class RegionBLIP(nn.Module):
     @torch.no_grad()
     def generate(self, modality: str, pixel_values=None, points=None, boxes=None, frame_index=None, *,
                  num_beams: int = 5, max_new_tokens: int = 30, min_new_tokens: int = 8,
-                 eos_token_id: int | None = None) -> Generated:
+                 eos_token_id: int | None = None, stop=None) -> Generated:
         """Describe each image/scene, or each region: one frame + R boxes -> R outputs. The frame's ViT or Point-BERT
         features are computed once and shared by all of its regions."""
         self.use_modality(modality)
@@ -181,7 +181,7 @@ class RegionBLIP(nn.Module):
         _, prompt = self.soft_prompt(modality, features, boxes, frame_index, points)  # (R, Q, D)
         eos = self.config.newline_token_id if eos_token_id is None else eos_token_id
         return generate_from_prompt(self.language_model, prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                    min_new_tokens=min_new_tokens, eos_token_id=eos)
+                                    min_new_tokens=min_new_tokens, eos_token_id=eos, stop=stop)
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
 
