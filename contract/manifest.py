@@ -20,6 +20,10 @@ TOKENIZER_DIR = "tokenizer"
 REEXPORT = "re-export the bundle with python -m export.onnx --ckpt CHECKPOINT --out BUNDLE"
 
 
+# What JSON calls the type of a parsed value, for messages about a field of the wrong type.
+_JSON_TYPES = {str: "string", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
 class ManifestError(ValueError):
     """A manifest this runtime cannot read; the message says which field and what to do."""
 
@@ -101,6 +105,11 @@ class Manifest:
         if not isinstance(data, dict):
             raise ManifestError(f"the manifest is a JSON {type(data).__name__}, not an object: {REEXPORT}")
         version = data.get("format")
+        if isinstance(version, bool) or not isinstance(version, int):
+            found = ("missing" if "format" not in data else "null" if version is None
+                     else f"the {_JSON_TYPES.get(type(version), type(version).__name__)} {version!r}")
+            raise ManifestError(f"manifest format is {found}: it must be the integer {FORMAT_VERSION}, the format "
+                                f"this runtime reads: {REEXPORT}")
         if version != FORMAT_VERSION:
             raise ManifestError(f"bundle manifest says format {version}, this runtime reads format {FORMAT_VERSION}: "
                                 f"{REEXPORT}")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from contract.cli import OneLineParser
 from contract.generation import RELEASE_EVALUATION, Decoding, GenerationSettings
 from contract.manifest import FORMAT_VERSION, GraphSpec, LanguageModelLayout, Manifest, Preprocess, Source, sha256
 from contract.modalities import MODALITIES
@@ -28,13 +30,57 @@ PARITY_TOLERANCE = 1e-4
 CHECK_SIZES = {"batch": 3, "frames": 2, "regions": 5, "prefix": 4, "tokens": 1, "past": 6}
 
 
+def integer_at_least(minimum: int):
+    """An argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"got {value}, expected an integer >= {minimum}")
+        return value
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"got {text}, expected a finite number > 0")
+    return value
+
+
+def decoding_from(args) -> Decoding:
+    """The generation defaults the parsed arguments ask for; ValueError where min exceeds max new tokens."""
+    if args.min_new_tokens > args.max_new_tokens:
+        raise ValueError(f"--min-new-tokens {args.min_new_tokens} exceeds --max-new-tokens {args.max_new_tokens}: "
+                         "give at most as many as --max-new-tokens")
+    return Decoding(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                    num_beams=args.num_beams)
+
+
 def load_checkpoint(directory: Path) -> RegionBLIP:
+    """The model of a checkpoint directory; ValueError naming what is missing or damaged (its tokenizer too,
+    which the bundle copies: a runtime could not read a damaged one)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"checkpoint {directory} does not exist: pass a directory written by save_pretrained")
+        found = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise ValueError(f"checkpoint {directory} {found}: pass a directory written by save_pretrained")
     for name in ("config.json", "model.safetensors"):
         if not (directory / name).is_file():
             raise ValueError(f"checkpoint {directory} has no {name}: pass a directory written by save_pretrained")
+    if not (directory / "tokenizer.json").is_file():
+        raise ValueError(f"checkpoint {directory} has no tokenizer.json: save the model with its tokenizer "
+                         "(model.save_pretrained(dir, tokenizer=...))")
+    try:
+        Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception as error:  # the tokenizers library raises a bare Exception
+        raise ValueError(f"checkpoint {directory} has a tokenizer.json that cannot be read ({error}): save the "
+                         "model with its tokenizer again (model.save_pretrained(dir, tokenizer=...))") from error
     try:
         return RegionBLIP.from_pretrained(directory).eval()
     except Exception as error:  # a corrupt file surfaces as many different exception types
@@ -101,6 +147,12 @@ def export_graph(graph: Graph, path: Path, vocab_size: int) -> float:
 def generation_defaults(model: RegionBLIP, decoding: Decoding) -> GenerationSettings:
     """The bundle's generation settings: the model's token ids, decoded as `decoding` says."""
     text = model.config.text_config()
+    longest = model.config.num_query_tokens + 1 + decoding.max_new_tokens  # soft prompt + BOS + new tokens
+    if longest > text.max_position_embeddings:
+        raise ValueError(f"--max-new-tokens {decoding.max_new_tokens} does not fit the model: its "
+                         f"{model.config.num_query_tokens} query tokens, BOS and the new tokens make {longest}, above "
+                         f"its {text.max_position_embeddings} positions; give at most "
+                         f"{text.max_position_embeddings - model.config.num_query_tokens - 1}")
     return GenerationSettings(bos_token_id=text.bos_token_id, eos_token_id=model.config.newline_token_id,
                               pad_token_id=text.pad_token_id, **vars(decoding))
 
@@ -108,6 +160,8 @@ def generation_defaults(model: RegionBLIP, decoding: Decoding) -> GenerationSett
 def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: Decoding = Decoding(),
                   show_progress: bool = True) -> list:
     """Write the bundle; return the closing table's rows (graph, MB, seconds, parity error)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file: give the bundle's directory (replaced if present)")
     model = load_checkpoint(checkpoint)
     checkpoint, out = Path(checkpoint), Path(out)
     generation = generation_defaults(model, decoding)
@@ -173,29 +227,27 @@ def format_table(rows: list) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint directory (save_pretrained)")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if present)")
     parser.add_argument("--modalities", help=f"comma-separated subset of {','.join(MODALITIES)} (default: all)")
     defaults = Decoding()
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+    parser.add_argument("--max-new-tokens", type=integer_at_least(1), default=defaults.max_new_tokens,
                         help=f"generation default (default {defaults.max_new_tokens})")
-    parser.add_argument("--min-new-tokens", type=int, default=defaults.min_new_tokens,
+    parser.add_argument("--min-new-tokens", type=integer_at_least(0), default=defaults.min_new_tokens,
                         help=f"generation default (default {defaults.min_new_tokens}; the released evaluation used "
                              f"{RELEASE_EVALUATION.min_new_tokens})")
-    parser.add_argument("--num-beams", type=int, default=defaults.num_beams,
+    parser.add_argument("--num-beams", type=integer_at_least(1), default=defaults.num_beams,
                         help=f"generation default (default {defaults.num_beams}, greedy; the released evaluation "
                              f"used {RELEASE_EVALUATION.num_beams})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         modalities = parse_modalities(args.modalities)
-        decoding = Decoding(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                            num_beams=args.num_beams)
-        rows = export_bundle(args.ckpt, args.out, modalities, decoding, show_progress=True)
+        rows = export_bundle(args.ckpt, args.out, modalities, decoding_from(args), show_progress=True)
     except ValueError as error:
         print(f"export.onnx: {error}", file=sys.stderr)
         return 2

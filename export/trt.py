@@ -16,7 +16,7 @@ from pathlib import Path
 from contract.generation import Decoding
 from contract.manifest import MANIFEST_NAME, sha256
 from export.onnx import build_parser as onnx_parser
-from export.onnx import export_bundle, parse_modalities
+from export.onnx import decoding_from, export_bundle, integer_at_least, parse_modalities, positive_number
 from export.onnx import format_table as onnx_table
 from export.trt_build import TIMING_CACHE, Toolchain, build_engines, format_table, tensorrt_toolchain
 from export.trt_profiles import Limits, derive_profiles
@@ -38,16 +38,12 @@ def open_toolchain(device: str) -> Toolchain:
 def checkpoint_sha256(checkpoint: Path) -> str:
     weights = Path(checkpoint) / "model.safetensors"
     if not Path(checkpoint).is_dir():
-        raise ValueError(f"checkpoint {checkpoint} does not exist: pass a directory written by save_pretrained")
+        found = "is a file, not a directory" if Path(checkpoint).exists() else "does not exist"
+        raise ValueError(f"checkpoint {checkpoint} {found}: pass a directory written by save_pretrained")
     if not weights.is_file():
         raise ValueError(f"checkpoint {checkpoint} has no model.safetensors: pass a directory written by "
                          "save_pretrained")
     return sha256(weights)
-
-
-def decoding_args(args) -> Decoding:
-    return Decoding(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                    num_beams=args.num_beams)
 
 
 def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: Decoding) -> str | None:
@@ -68,12 +64,12 @@ def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: 
     return None
 
 
-def export_onnx(args, modalities: list[str], reason: str) -> None:
+def export_onnx(args, modalities: list[str], decoding: Decoding, reason: str) -> None:
     """Export the ONNX bundle, keeping the timing cache of the engines it replaces (it stays valid)."""
     print(f"export.trt: exporting the ONNX bundle: {reason}")
     cache = Path(args.out) / ENGINES_DIR / TIMING_CACHE
     timings = cache.read_bytes() if cache.is_file() else None
-    print(onnx_table(export_bundle(args.ckpt, args.out, modalities, decoding_args(args))))
+    print(onnx_table(export_bundle(args.ckpt, args.out, modalities, decoding)))
     if timings is not None:
         cache.parent.mkdir(exist_ok=True)
         cache.write_bytes(timings)
@@ -84,12 +80,12 @@ def build_parser():
     parser.prog = "python -m export.trt"
     parser.description = "Build TensorRT engines, one per graph, for a RegionBLIP bundle (exported first if needed)."
     parser.add_argument("--fp16", action="store_true", help="build fp16 engines (default fp32)")
-    parser.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GB (default 4)")
-    parser.add_argument("--max-batch", type=int, default=Limits.max_batch,
+    parser.add_argument("--workspace", type=positive_number, default=4.0, help="builder workspace in GB (default 4)")
+    parser.add_argument("--max-batch", type=integer_at_least(1), default=Limits.max_batch,
                         help=f"most frames, scenes or objects per call (default {Limits.max_batch})")
-    parser.add_argument("--max-regions", type=int, default=Limits.max_regions,
+    parser.add_argument("--max-regions", type=integer_at_least(1), default=Limits.max_regions,
                         help=f"most regions per call (default {Limits.max_regions})")
-    parser.add_argument("--parity-tolerance", type=float,
+    parser.add_argument("--parity-tolerance", type=positive_number,
                         help="largest accepted |TensorRT - ONNX Runtime| (default 1e-3 fp32, 5e-2 fp16)")
     parser.add_argument("--device", default="cuda", help="CUDA device to build for (default cuda)")
     return parser
@@ -97,18 +93,17 @@ def build_parser():
 
 def main(argv: list[str] | None = None, toolchain: Toolchain | None = None) -> int:
     """`toolchain` replaces TensorRT in tests; None opens the real one."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         modalities = parse_modalities(args.modalities)
+        decoding = decoding_from(args)
         limits = Limits(args.max_batch, args.max_regions)
         if not args.device.startswith("cuda"):
             raise ValueError(f"--device {args.device!r}: TensorRT builds for a CUDA GPU, give cuda or cuda:N")
-        if not args.workspace > 0:
-            raise ValueError(f"--workspace is {args.workspace}: give the builder's workspace in GB, above 0")
         checkpoint_sha256(args.ckpt)
-        reason = export_reason(args.out, args.ckpt, modalities, decoding_args(args))
+        reason = export_reason(args.out, args.ckpt, modalities, decoding)
         if reason:
-            export_onnx(args, modalities, reason)
+            export_onnx(args, modalities, decoding, reason)
         else:
             print(f"export.trt: reusing the ONNX bundle at {args.out} (same checkpoint, modalities and "
                   "generation defaults)")

@@ -11,7 +11,6 @@ A bad file or argument is one line on stderr and exit status 2; a node that cann
 is missing) is one line and status 1.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,20 +18,12 @@ import rclpy
 import yaml
 from rclpy.context import Context
 
+from contract.cli import OneLineParser
 from regionblip_ros.describer_node import EXECUTOR_THREADS, RegionDescriber
 from regionblip_ros.spinning import spin_until_signal
 
 PROG = "python -m regionblip_ros.bringup"
 NODES = {"region_describer": RegionDescriber}  # node name in the YAML: the class that runs it
-
-
-class _UsageError(ValueError):
-    pass
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(f"{message} (see --help)")
 
 
 def nodes_in(params: Path) -> list[tuple[str, str]]:
@@ -69,7 +60,7 @@ def nodes_in(params: Path) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None, *, describer=None) -> int:
     """Run the nodes of --params until SIGINT/SIGTERM. `describer` replaces the one each node would build
     from its bundle parameter (tests pass a double; every node shares it)."""
-    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", required=True, type=Path, help="parameter YAML, e.g. config/describe.yaml")
     try:
         args = parser.parse_args(argv)

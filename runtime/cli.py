@@ -6,29 +6,59 @@
     python -m runtime.cli --bundle B --image img.png              (the whole image)
 """
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from contract.boxes import box_corners, yaw_to_matrix
+from contract.cli import OneLineParser
 from runtime.describer import BACKENDS, Describer
 
 
-def _numbers(text: str, counts: tuple[int, ...], what: str, example: str) -> list[float]:
+def _numbers(text: str, counts: tuple[int, ...], example: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) not in counts:
-        raise ValueError(f"{what} {text!r} is not {' or '.join(map(str, counts))} comma-separated numbers, "
-                         f"e.g. {example}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {' or '.join(map(str, counts))} comma-separated "
+                                         f"numbers, e.g. {example}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} has a number that is not finite")
     return values
+
+
+def pixel_box(text: str) -> list[float]:
+    """--box x1,y1,x2,y2 in pixels."""
+    return _numbers(text, (4,), "10,20,120,200")
+
+
+def box_3d(text: str) -> list[float]:
+    """--box3d cx,cy,cz,sx,sy,sz[,yaw]: sizes are full extents, so never negative (as the ROS node requires)."""
+    values = _numbers(text, (6, 7), "cx,cy,cz,sx,sy,sz[,yaw]")
+    if any(size < 0 for size in values[3:6]):
+        raise argparse.ArgumentTypeError(f"{text!r} has a negative size {values[3:6]}: give full extents "
+                                         "sx,sy,sz >= 0")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_dir():
+        raise ValueError(f"image {path} is a directory: give an image file (PNG, JPEG, ...)")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
@@ -36,9 +66,14 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"image {path} does not exist") from error
     except UnidentifiedImageError as error:
         raise ValueError(f"image {path} is not an image file PIL can read (PNG, JPEG, ...)") from error
+    except (OSError, SyntaxError) as error:  # how PIL reports a truncated or damaged file
+        reason = getattr(error, "strerror", None) or error
+        raise ValueError(f"image {path} cannot be read ({reason}): give a complete image file") from error
 
 
 def read_points(path: Path) -> np.ndarray:
+    if path.is_dir():
+        raise ValueError(f"point cloud {path} is a directory: give a .npy file")
     try:
         points = np.load(path, allow_pickle=False)
     except FileNotFoundError as error:
@@ -50,10 +85,13 @@ def read_points(path: Path) -> np.ndarray:
     return points[:, :3].astype(np.float32)
 
 
-def boxes_3d(texts: list[str]) -> np.ndarray:
-    values = [_numbers(t, (6, 7), "--box3d", "cx,cy,cz,sx,sy,sz[,yaw]") for t in texts]
+def boxes_3d(values: list[list[float]]) -> np.ndarray:
     boxes = np.array([v + [0.0] * (7 - len(v)) for v in values])
     return box_corners(boxes[:, :3], boxes[:, 3:6], yaw_to_matrix(boxes[:, 6]))
+
+
+def _label(values: list[float]) -> str:
+    return ",".join(f"{v:.15g}" for v in values)
 
 
 def describe(args) -> list[str]:
@@ -61,51 +99,50 @@ def describe(args) -> list[str]:
         raise ValueError("give exactly one of --image or --points")
     if args.box and args.image is None or args.box3d and args.points is None:
         raise ValueError("--box goes with --image, --box3d with --points")
+    # The inputs are read before the bundle is loaded, so that a bad one fails at once.
+    image = read_image(args.image) if args.image is not None else None
+    points = read_points(args.points) if args.points is not None else None
     describer = Describer.from_bundle(args.bundle, backend=args.backend, device=args.device)
     describer.configure(**{k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
                            if v is not None})
-    if args.image is not None:
-        image = read_image(args.image)
+    if image is not None:
         if args.box:
-            boxes = [_numbers(b, (4,), "--box", "10,20,120,200") for b in args.box]
-            results = describer.describe_image_regions(image, boxes)
-            labels = [f"box {i} [{b}]" for i, b in enumerate(args.box)]
+            results = describer.describe_image_regions(image, args.box)
+            labels = [f"box {i} [{_label(b)}]" for i, b in enumerate(args.box)]
         else:
             results, labels = describer.describe_images([image]), ["image"]
+    elif args.box3d:
+        results = describer.describe_point_regions(points, boxes_3d(args.box3d))
+        labels = [f"box3d {i} [{_label(b)}]" for i, b in enumerate(args.box3d)]
     else:
-        points = read_points(args.points)
-        if args.box3d:
-            results = describer.describe_point_regions(points, boxes_3d(args.box3d))
-            labels = [f"box3d {i} [{b}]" for i, b in enumerate(args.box3d)]
-        else:
-            results, labels = describer.describe_point_objects([points]), ["object"]
+        results, labels = describer.describe_point_objects([points]), ["object"]
     return [f"{label}: not described: {r.problem}" if r.problem else
             f"{label}: {r.text} (score {r.score:.2f}, {r.timings_ms['total']:.0f} ms)"
             for label, r in zip(labels, results)]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime.cli", description=__doc__.splitlines()[0],
-                                     epilog="\n".join(__doc__.splitlines()[2:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m runtime.cli", description=__doc__.splitlines()[0],
+                            epilog="\n".join(__doc__.splitlines()[2:]),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, type=Path, help="exported bundle (python -m export.onnx)")
     parser.add_argument("--image", type=Path, help="RGB image file")
-    parser.add_argument("--box", action="append", default=[], help="pixel box x1,y1,x2,y2 (repeatable)")
+    parser.add_argument("--box", action="append", default=[], type=pixel_box,
+                        help="pixel box x1,y1,x2,y2 (repeatable)")
     parser.add_argument("--points", type=Path, help="point cloud .npy, (N, 3) or more columns (x, y, z first)")
-    parser.add_argument("--box3d", action="append", default=[],
-                        help="3D box cx,cy,cz,sx,sy,sz[,yaw] in the cloud's units (repeatable)")
+    parser.add_argument("--box3d", action="append", default=[], type=box_3d,
+                        help="3D box cx,cy,cz,sx,sy,sz[,yaw] in the cloud's units, sizes >= 0 (repeatable)")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--beams", type=int, help="beam width (default: the bundle's)")
-    parser.add_argument("--max-new-tokens", type=int, help="default: the bundle's")
+    parser.add_argument("--beams", type=positive_int, help="beam width (default: the bundle's)")
+    parser.add_argument("--max-new-tokens", type=positive_int, help="default: the bundle's")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        lines = describe(args)
-    except ValueError as error:  # BundleError is a ValueError
+        lines = describe(build_parser().parse_args(argv))
+    except ValueError as error:  # a bad argument, and BundleError, are ValueErrors
         print(f"runtime.cli: {error}", file=sys.stderr)
         return 2
     print("\n".join(lines))

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from contract.generation import GenerationSettings
-from contract.manifest import Preprocess
+from contract.manifest import REEXPORT, Preprocess
 from contract.modalities import MODALITIES
 from runtime import preprocess
-from runtime.bundle import Bundle, load_bundle
+from runtime.bundle import Bundle, BundleError, load_bundle
 from runtime.decoding import Cancelled, Decoded
 from runtime.description import Description
 
@@ -40,7 +40,11 @@ class Describer:
 
         self.engine = engine
         self.backend = engine.backend
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as error:  # the tokenizers library raises a bare Exception for a damaged file
+            raise BundleError(f"tokenizer {tokenizer_file} cannot be read ({error}): the bundle or checkpoint is "
+                              f"damaged; {REEXPORT}") from error
         self.settings = settings
         self.image_size = preprocessing.image_size
         self.object_num_points = preprocessing.object_num_points

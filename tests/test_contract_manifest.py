@@ -47,6 +47,12 @@ def edited(change) -> str:
     (lambda d: d["llm"].update(stacked=1), r"manifest.llm.stacked should be bool"),
     (lambda d: d["generation"].update(num_beams=0), r"manifest.generation: num_beams is 0"),
     (lambda d: d.update(format=1), "format 1, this runtime reads format 2"),
+    (lambda d: d.update(format="1"), r"manifest format is the string '1': it must be the integer 2, the format this "
+                                     "runtime reads"),
+    (lambda d: d.update(format=2.0), r"manifest format is the number 2.0: it must be the integer 2"),
+    (lambda d: d.pop("format"), r"manifest format is missing: it must be the integer 2"),
+    (lambda d: d.pop("graphs"), r"manifest has missing fields \['graphs'\]"),
+    (lambda d: d.pop("generation"), r"manifest has missing fields \['generation'\]"),
 ])
 def test_a_bad_manifest_is_refused_naming_the_field_and_the_fix(change, message):
     with pytest.raises(ManifestError, match=message) as error:

@@ -13,7 +13,6 @@ object_num_points / scene_num_points.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from contract.cli import OneLineParser
 from contract.generation import SYNTHETIC_EVALUATION
 from contract.modalities import IMAGE, MODALITIES
 
@@ -107,6 +107,9 @@ def load_checkpoint_dir(directory: str | Path) -> tuple[RegionBLIP, object]:
                          "training.train wrote, e.g. models/default or runs/default/regionblip/final")
     try:
         return RegionBLIP.from_pretrained(directory), load_tokenizer(directory)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{directory / 'config.json'} is not valid JSON ({error}): re-run training or copy the "
+                         "checkpoint again") from error
     except (ValueError, FileNotFoundError):
         raise
     except Exception as error:  # safetensors reports a damaged file with its own exception type
@@ -121,6 +124,11 @@ def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int,
         raise ValueError(f"--num must be in [1, {EVAL_POOL}], got {num}")
     if num_beams < 1 or batch_size < 1:
         raise ValueError("--beams and --batch-size must be at least 1")
+    if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1:
+        raise ValueError(f"--min-new-tokens {min_new_tokens} and --max-new-tokens {max_new_tokens}: give "
+                         "0 <= min <= max and max >= 1")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"--image-size is {image_size}: give the synthetic images' size in pixels, >= 1")
     source, modalities = parse_data_spec(data)
     model, tokenizer = load_checkpoint_dir(ckpt)
     image_size = model.config.image_size if image_size is None else image_size
@@ -159,8 +167,21 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_output(out: Path | None) -> None:
+    """Fail before evaluating, not after, where --out cannot be written."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory: give the results file to write, e.g. {out / 'eval.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot create {out.parent} ({error.strerror}): choose a writable path") \
+            from error
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint directory (config.json, model.safetensors, "
                                                       "tokenizer.json)")
     parser.add_argument("--data", required=True, help="SOURCE:MODALITY[,MODALITY...], e.g. synthetic:image,pointcloud")
@@ -176,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-image", default=None, metavar="DIR",
                         help="another checkpoint whose image modality must match bit for bit (stage 1)")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     try:
+        args = parser.parse_args(argv)
+        if args.threads < 1:
+            raise ValueError(f"--threads is {args.threads}: give at least 1")
+        _check_output(args.out)
+        torch.set_num_threads(args.threads)
         results = evaluate(args.ckpt, args.data, num=args.num, seed=args.seed, num_beams=args.beams,
                            max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                            batch_size=args.batch_size, image_size=args.image_size,
@@ -187,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training.evaluate: error: {error}".replace("\n", " "), file=sys.stderr)
         return 2
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     return 0

@@ -10,7 +10,6 @@ export_dir set, the last stage's final model is copied there (the embedded defau
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from contract.cli import OneLineParser
 
 from .modeling_regionblip import RegionBLIP
 from .tokenizer import default_tokenizer, load_tokenizer, newline_token_id
@@ -112,16 +113,18 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="training YAML, e.g. config/train_default.yaml")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of each stage")
     group.add_argument("--overwrite", action="store_true", help="delete earlier runs of these stages first")
     parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                         help="stop the stage in progress after this many steps (resume later with --resume)")
-    args = parser.parse_args(argv)
     dist = None
     try:
+        args = parser.parse_args(argv)
+        if args.stop_after is not None and args.stop_after < 1:
+            raise ValueError(f"--stop-after is {args.stop_after}: give a number of steps >= 1")
         config = load_train_config(args.config)
         dist = init_distributed()
         run_training(config, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after, dist=dist)

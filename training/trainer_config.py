@@ -9,6 +9,8 @@ its tasks (a dataset + modality) step by step. Every field is checked here, so a
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +94,60 @@ class TrainConfig:
     init_checkpoint: Path | None = None
 
 
+TOP = "the training config"
+# The range of each numeric field beyond its type: the word an error quotes, and the test a value must pass.
+POSITIVE = ("positive", lambda value: value > 0)
+NON_NEGATIVE = ("non-negative", lambda value: value >= 0)
+RANGES = {
+    TaskConfig: {name: POSITIVE for name in ("weight", "length", "image_size", "max_objects")},
+    StageConfig: {**{name: POSITIVE for name in ("steps", "batch_size", "grad_accum", "lr", "clip_grad_norm",
+                                                 "checkpoint_every", "keep_checkpoints")},
+                  **{name: NON_NEGATIVE for name in ("min_lr", "warmup_lr", "warmup_steps", "weight_decay")}},
+    TrainConfig: {"seed": NON_NEGATIVE, "threads": POSITIVE},
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# How an error names each scalar field type, and the test a YAML value of that type passes.
+SCALARS = {
+    int: ("integer", lambda value: isinstance(value, int) and not isinstance(value, bool)),
+    float: ("number", _is_number),
+    bool: ("boolean (true or false)", lambda value: isinstance(value, bool)),
+    str: ("string", lambda value: isinstance(value, str)),
+}
+
+
+def check_field(value, kind, name: str, bounds: tuple | None = None) -> None:
+    """TrainConfigError unless `value`, as YAML gave it, is of the field's type `kind` (a SCALARS type, or one or
+    None) and passes `bounds` (POSITIVE, NON_NEGATIVE); fields of other types are checked where they are read."""
+    optional = type(None) in typing.get_args(kind)
+    if optional:
+        if value is None:
+            return
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    if kind not in SCALARS:
+        return
+    noun, is_kind = SCALARS[kind]
+    adjective, in_range = bounds or ("", lambda value: True)
+    if is_kind(value) and in_range(value):
+        return
+    words = f"{adjective} {noun}".strip()
+    expected = ("an " if words[0] in "aeiou" else "a ") + words + (" or null" if optional else "")
+    hint = (" (YAML reads it as a string: write the number unquoted, with a decimal point before any exponent, "
+            "e.g. 1.0e-4, not 1e-4)" if kind is float and isinstance(value, str) and _reads_as_number(value) else "")
+    raise TrainConfigError(f"{name} must be {expected}, got {value!r}{hint}")
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _build(cls, values, where: str):
     if not isinstance(values, dict):
         raise TrainConfigError(f"{where} must be a mapping, got {type(values).__name__}")
@@ -103,20 +159,31 @@ def _build(cls, values, where: str):
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise TrainConfigError(f"{where} needs {missing}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        check_field(value, hints[name], name if where == TOP else f"{where}.{name}", RANGES[cls].get(name))
     return cls(**values)
 
 
 def model_config(values: dict) -> RegionBLIPConfig:
     """`{preset: name, overrides: {...}}`: nested dicts (vision/qformer/text) are merged key by key."""
+    if not isinstance(values or {}, dict):
+        raise TrainConfigError(f"model must be a mapping {{preset: ..., overrides: {{...}}}}, got {values!r}")
     values = dict(values or {})
     preset = values.pop("preset", "tiny")
     overrides = values.pop("overrides", {}) or {}
     if values:
         raise TrainConfigError(f"model has unknown keys {sorted(values)}: use preset and overrides")
+    if not isinstance(overrides, dict):
+        raise TrainConfigError(f"model.overrides must be a mapping of RegionBLIPConfig fields, got {overrides!r}")
     merged = RegionBLIPConfig.preset(preset).to_dict()
+    hints = typing.get_type_hints(RegionBLIPConfig)
     for key, value in overrides.items():
         if key not in merged:
             raise TrainConfigError(f"model.overrides.{key} is not a RegionBLIPConfig field: known {sorted(merged)}")
+        if isinstance(merged[key], dict) and not isinstance(value, dict):
+            raise TrainConfigError(f"model.overrides.{key} must be a mapping of {key} settings, got {value!r}")
+        check_field(value, hints[key], f"model.overrides.{key}")
         merged[key] = {**merged[key], **value} if isinstance(merged[key], dict) else value
     try:
         return RegionBLIPConfig.from_dict(merged)
@@ -145,21 +212,26 @@ def _real_source(task: TaskConfig, where: str, base_dir: Path) -> None:
 
 def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
     where = f"stages[{index}]"
+    if not isinstance(values, dict):
+        raise TrainConfigError(f"{where} must be a mapping (name, kind, steps, tasks, ...), got {values!r}")
     values = dict(values)
     tasks = values.pop("tasks", None)
-    if not tasks:
+    if not tasks or not isinstance(tasks, list):
         raise TrainConfigError(f"{where} needs a non-empty tasks list (each {{modality: ..., data: synthetic}})")
     values["tasks"] = [_build(TaskConfig, t, f"{where}.tasks[{i}]") for i, t in enumerate(tasks)]
     if "betas" in values:
-        values["betas"] = tuple(values["betas"])
+        betas = values["betas"]
+        if not (isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise TrainConfigError(f"{where}.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {betas!r}")
+        values["betas"] = tuple(betas)
     stage = _build(StageConfig, values, where)
+    if stage.min_lr > stage.lr:
+        raise TrainConfigError(f"{where}.min_lr {stage.min_lr} is above lr {stage.lr}: the learning rate decays "
+                               "from lr down to min_lr, give min_lr <= lr")
     if stage.kind not in STAGE_KINDS:
         raise TrainConfigError(f"{where}.kind is {stage.kind!r}: expected one of {list(STAGE_KINDS)}")
     if stage.amp not in AMP_MODES:
         raise TrainConfigError(f"{where}.amp is {stage.amp!r}: expected null or bf16 (fp16 would need a loss scaler)")
-    for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints"):
-        if not isinstance(getattr(stage, name), int) or getattr(stage, name) < 1:
-            raise TrainConfigError(f"{where}.{name} must be a positive integer, got {getattr(stage, name)!r}")
     if stage.kind == "regionblip" and stage.train_vision:
         raise TrainConfigError(f"{where}: train_vision in a regionblip stage would change the frozen image path")
     if stage.kind != "regionblip" and (stage.train_point_encoder or stage.init_from_image):
@@ -187,8 +259,6 @@ def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
         if stage.kind == "regionblip" and task.modality in (IMAGE, "text"):
             raise TrainConfigError(f"{where}: the image path and the LLM are frozen in a regionblip stage; train "
                                    f"{task.modality!r} in blip2")
-        if not isinstance(task.weight, int) or task.weight < 1 or task.length < 1:
-            raise TrainConfigError(f"{where}.tasks[{i}]: weight and length must be positive integers")
     names = [t.name for t in stage.tasks]
     if len(set(names)) != len(names):
         raise TrainConfigError(f"{where}: task names {names} repeat; give tasks of one modality distinct names")
@@ -196,11 +266,16 @@ def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
 
 
 def parse_train_config(values: dict, base_dir: Path = Path(".")) -> TrainConfig:
+    if not isinstance(values or {}, dict):
+        raise TrainConfigError(f"{TOP} must be a mapping (output_dir, stages, ...), got {type(values).__name__}")
     values = dict(values or {})
-    if not values.get("stages"):
-        raise TrainConfigError("the training config needs a non-empty 'stages' list")
+    if not values.get("stages") or not isinstance(values["stages"], list):
+        raise TrainConfigError(f"{TOP} needs a non-empty 'stages' list")
     if "output_dir" not in values:
-        raise TrainConfigError("the training config needs output_dir (where checkpoints and metrics go)")
+        raise TrainConfigError(f"{TOP} needs output_dir (where checkpoints and metrics go)")
+    for name in ("output_dir", "export_dir", "init_checkpoint"):
+        if values.get(name) is not None and not isinstance(values[name], (str, Path)):
+            raise TrainConfigError(f"{name} must be a path (a string), got {values[name]!r}")
     if values.get("init_checkpoint") is not None:
         init = base_dir / values["init_checkpoint"]
         if "model" in values:
@@ -222,11 +297,14 @@ def parse_train_config(values: dict, base_dir: Path = Path(".")) -> TrainConfig:
     values["output_dir"] = base_dir / values["output_dir"]
     if values.get("export_dir") is not None:
         values["export_dir"] = base_dir / values["export_dir"]
-    return _build(TrainConfig, values, "the training config")
+    return _build(TrainConfig, values, TOP)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
     path = Path(path)
+    if path.is_dir():
+        raise TrainConfigError(f"training config {path} is a directory: pass the YAML file, e.g. --config "
+                               "config/train_default.yaml")
     if not path.is_file():
         raise TrainConfigError(f"training config {path} not found: pass --config config/train_default.yaml")
     try:
