@@ -17,6 +17,8 @@ from contract.generation import GenerationSettings
 FORMAT_VERSION = 2  # 2: typed manifest, no image_mean/std (contract/preprocessing.py), checkpoint path relative
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
+VERIFIED_NAME = ".verified.json"  # the runtime's record of the bundle's last full verification (runtime/bundle.py)
+GRAPH_DATA_SUFFIX = ".data"  # <graph>.onnx keeps its weights beside it in <graph>.onnx.data, when it has any
 REEXPORT = "re-export the bundle with python -m export.onnx --ckpt CHECKPOINT --out BUNDLE"
 
 
@@ -48,6 +50,11 @@ class GraphSpec:
     @property
     def input_names(self) -> list[str]:
         return [spec.name for spec in self.inputs]
+
+    @property
+    def data_file(self) -> str:
+        """Where the graph's weights are, if it has a data file (Manifest.files lists it then)."""
+        return self.file + GRAPH_DATA_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,16 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    def graph_sha256(self, name: str) -> str:
+        """One digest of a graph's own files (the .onnx and its data file): what a cache keyed on the graph
+        must change with, since the .onnx alone does not change when only its weights do."""
+        graph = self.graphs[name]
+        digest = hashlib.sha256()
+        for file in (graph.file, graph.data_file):
+            if file in self.files:
+                digest.update(f"{file}:{self.files[file]}\n".encode())
+        return digest.hexdigest()
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
@@ -166,6 +183,8 @@ def sha256(path: Path) -> str:
 
 
 def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file under `directory` except the manifest, by relative POSIX path."""
+    """sha256 of every file under `directory` except the manifest and the verification record, by relative
+    POSIX path."""
     return {path.relative_to(directory).as_posix(): sha256(path)
-            for path in sorted(Path(directory).rglob("*")) if path.is_file() and path.name != MANIFEST_NAME}
+            for path in sorted(Path(directory).rglob("*"))
+            if path.is_file() and path.name not in (MANIFEST_NAME, VERIFIED_NAME)}

@@ -3,8 +3,9 @@
 manifest.json  contract/manifest.py's Manifest: format version, model config, modalities, preprocessing,
                generation defaults, every graph's file and input/output names, shapes and dtypes,
                precision, the sha256 of every file, and the exporter's versions
+.verified.json the record that the files, as written, were hashed (runtime/bundle.py)
 tokenizer/     the checkpoint's tokenizer files
-*.onnx         the graphs (export/graphs.py)
+*.onnx         the graphs (export/graphs.py), each with its weights in *.onnx.data (export/external_data.py)
 engines/       TensorRT plans (python -m export.trt), named by their cache key
 
 A bundle is written into a temporary sibling directory and renamed into place at the end, so a
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from contract.manifest import MANIFEST_NAME, TOKENIZER_DIR, Manifest, file_hashes
+from runtime.bundle import record_verification
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -33,9 +35,11 @@ def copy_tokenizer(checkpoint: Path, bundle: Path) -> None:
 
 
 def write_manifest(bundle: Path, manifest: Manifest) -> Manifest:
-    """Add the hashes of every file now in `bundle`, and write manifest.json."""
+    """Add the hashes of every file now in `bundle`, write manifest.json, and record that the files as they are
+    now were hashed (runtime/bundle.py), so the runtime's first load need not hash them again."""
     manifest = dataclasses.replace(manifest, files=file_hashes(bundle))
     (bundle / MANIFEST_NAME).write_text(manifest.to_json())
+    record_verification(bundle, manifest)
     return manifest
 
 

@@ -1,11 +1,18 @@
-"""python -m export.onnx --ckpt DIR --out BUNDLE [--modalities image_region,pointcloud_region,...]
+"""python -m export.onnx --ckpt DIR --out BUNDLE [--modalities image_region,...] [--precision fp16 | --quantize int4]
 
-Exports a RegionBLIP checkpoint to an ONNX bundle (export/bundle.py): every graph is checked with
-onnx.checker and run in ONNX Runtime against PyTorch on fresh inputs at sizes other than the
-export's; a closing table gives each graph's size, export time and largest absolute difference.
+Exports a RegionBLIP checkpoint to an ONNX bundle (export/bundle.py), one graph at a time: each is exported
+alone into a scratch folder, its weights gathered into a data file of its own (export/external_data.py),
+checked with onnx.checker and run in ONNX Runtime against PyTorch on fresh inputs at sizes other than the
+export's. --precision fp16 or --quantize int8/int4 then rewrites the vision and LLM graphs (export/quantize.py)
+once the PyTorch model is freed. A closing table gives each graph's size (graph and data file), export time,
+largest absolute difference (for a reduced-precision graph: against its own fp32 export) and the process's
+peak memory so far.
 """
 import argparse
+import gc
 import os
+import resource
+import shutil
 import sys
 import time
 import warnings
@@ -21,7 +28,9 @@ from contract.generation import RELEASE_EVALUATION, Decoding, GenerationSettings
 from contract.manifest import FORMAT_VERSION, GraphSpec, LanguageModelLayout, Manifest, Preprocess, Source, sha256
 from contract.modalities import MODALITIES
 from export.bundle import copy_tokenizer, staging_directory, write_manifest
+from export.external_data import gather_weights, graph_files
 from export.graphs import Graph, build_graphs, llm_adapters
+from export.quantize import BITS, PRECISIONS, QUANTIZED_GRAPHS, reduce_precision
 from training.modeling_regionblip import RegionBLIP
 
 OPSET = 18
@@ -123,25 +132,51 @@ def check_inputs(graph: Graph, vocab_size: int, generator: torch.Generator) -> l
     return tensors
 
 
-def export_graph(graph: Graph, path: Path, vocab_size: int) -> float:
-    """Export one graph, check it, and return the largest |ONNX Runtime - PyTorch| on fresh inputs."""
-    import onnx
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_graph(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime
 
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the tracer's notes on Python values; parity below is the real check
-        torch.onnx.export(graph.module, graph.example, str(path), input_names=[s.name for s in graph.inputs],
-                          output_names=[s.name for s in graph.outputs], dynamic_axes=graph.dynamic_axes(),
-                          opset_version=OPSET, dynamo=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def largest_difference(outputs, expected) -> float:
+    return max(float(np.abs(np.asarray(out, np.float64) - ref).max()) for out, ref in zip(outputs, expected))
+
+
+def export_graph(graph: Graph, staging: Path, vocab_size: int) -> tuple[Path, dict, list[np.ndarray], float]:
+    """Export one graph into staging as <name>.onnx + <name>.onnx.data and check it: (its path, the check's
+    feeds, PyTorch's outputs on them, the largest |ONNX Runtime - PyTorch|)."""
+    import onnx
+
+    scratch = staging / f".{graph.name}.scratch"  # torch may write one file per weight: keep them apart
+    scratch.mkdir()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's notes on Python values; parity below is the real check
+            torch.onnx.export(graph.module, graph.example, str(scratch / f"{graph.name}.onnx"),
+                              input_names=[s.name for s in graph.inputs],
+                              output_names=[s.name for s in graph.outputs], dynamic_axes=graph.dynamic_axes(),
+                              opset_version=OPSET, dynamo=False)
+        path = gather_weights(scratch / f"{graph.name}.onnx", staging)[0]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     graph.module.eval()  # export restores the wrapper's own (training) mode onto every submodule
     onnx.checker.check_model(str(path))
     inputs = check_inputs(graph, vocab_size, torch.Generator().manual_seed(0))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {spec.name: tensor.numpy() for spec, tensor in zip(graph.inputs, inputs)})
+    feeds = {spec.name: tensor.numpy() for spec, tensor in zip(graph.inputs, inputs)}
     with torch.no_grad():
         expected = graph.module(*inputs)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    return max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, expected))
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    return path, feeds, expected, largest_difference(run_graph(path, feeds), expected)
+
+
+def files_mb(path: Path) -> float:
+    return sum(file.stat().st_size for file in graph_files(path)) / 2**20
 
 
 def generation_defaults(model: RegionBLIP, decoding: Decoding) -> GenerationSettings:
@@ -158,38 +193,50 @@ def generation_defaults(model: RegionBLIP, decoding: Decoding) -> GenerationSett
 
 
 def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: Decoding = Decoding(),
-                  show_progress: bool = True) -> list:
-    """Write the bundle; return the closing table's rows (graph, MB, seconds, parity error)."""
+                  show_progress: bool = True, precision: str = "fp32") -> list:
+    """Write the bundle; return the closing table's rows (graph, precision, MB, seconds, error, peak GB)."""
     if Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"--out {out} is a file: give the bundle's directory (replaced if present)")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     model = load_checkpoint(checkpoint)
     checkpoint, out = Path(checkpoint), Path(out)
     generation = generation_defaults(model, decoding)
     vocab_size = model.config.text_config().vocab_size
-    rows = []
+    image_size = model.config.image_size
+    object_num_points, scene_num_points = model.config.object_num_points, model.config.scene_num_points
+    rows, checks = [], {}
     with staging_directory(out) as staging:
         graphs = build_graphs(model, modalities)
         manifest_graphs = {}
         for graph in tqdm(graphs, desc="export", unit="graph", disable=None if show_progress else True):
             start = time.perf_counter()
-            path = staging / f"{graph.name}.onnx"
-            error = export_graph(graph, path, vocab_size)
+            path, feeds, expected, error = export_graph(graph, staging, vocab_size)
             if error > PARITY_TOLERANCE:
                 raise RuntimeError(f"graph {graph.name}: ONNX Runtime differs from PyTorch by {error:.2e} "
                                    f"(> {PARITY_TOLERANCE}): the export is wrong, please report it")
-            rows.append((graph.name, path.stat().st_size / 2**20, time.perf_counter() - start, error))
+            rows.append((graph.name, "fp32", files_mb(path), time.perf_counter() - start, error, peak_rss_gb()))
             manifest_graphs[graph.name] = GraphSpec(file=path.name, inputs=list(graph.inputs),
                                                     outputs=list(graph.outputs))
+            if graph.name in QUANTIZED_GRAPHS and precision != "fp32":
+                checks[graph.name] = (feeds, expected)
         copy_tokenizer(checkpoint, staging)
         text = model.config.text_config()
         adapters = llm_adapters(modalities)
+        config = model.config.to_dict()
+        del graphs, model  # the reduced-precision rewrite below holds one graph at a time, not the model too
+        gc.collect()
+        for name, (feeds, expected) in checks.items():
+            start, path = time.perf_counter(), staging / manifest_graphs[name].file
+            reduce_precision(path, precision)
+            error = largest_difference(run_graph(path, feeds), expected)
+            rows.append((name, precision, files_mb(path), time.perf_counter() - start, error, peak_rss_gb()))
         write_manifest(staging, Manifest(
             format=FORMAT_VERSION,
-            model=model.config.to_dict(),
+            model=config,
             modalities=modalities,
-            preprocess=Preprocess(image_size=model.config.image_size,
-                                  object_num_points=model.config.object_num_points,
-                                  scene_num_points=model.config.scene_num_points),
+            preprocess=Preprocess(image_size=image_size, object_num_points=object_num_points,
+                                  scene_num_points=scene_num_points),
             generation=generation,
             llm=LanguageModelLayout(
                 stacked=len(modalities) > 1, adapters=adapters,
@@ -197,7 +244,7 @@ def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: 
                 num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
                 head_dim=text.hidden_size // text.num_attention_heads),
             graphs=manifest_graphs,
-            precision="fp32",
+            precision=precision,
             exporter=_versions(),
             # Relative to the bundle, so that a bundle moved together with its checkpoint still finds it.
             source=Source(model_sha256=sha256(checkpoint / "model.safetensors"),
@@ -221,8 +268,9 @@ def _versions() -> dict:
 
 
 def format_table(rows: list) -> str:
-    lines = [f"{'graph':<28}{'size MB':>10}{'export s':>10}{'max |ort-torch|':>18}"]
-    lines += [f"{name:<28}{size:>10.2f}{seconds:>10.1f}{error:>18.2e}" for name, size, seconds, error in rows]
+    lines = [f"{'graph':<28}{'precision':>10}{'size MB':>10}{'seconds':>9}{'max |ort-torch|':>17}{'peak GB':>9}"]
+    lines += [f"{name:<28}{precision:>10}{size:>10.2f}{seconds:>9.1f}{error:>17.2e}{peak:>9.2f}"
+              for name, precision, size, seconds, error, peak in rows]
     return "\n".join(lines)
 
 
@@ -240,14 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-beams", type=integer_at_least(1), default=defaults.num_beams,
                         help=f"generation default (default {defaults.num_beams}, greedy; the released evaluation "
                              f"used {RELEASE_EVALUATION.num_beams})")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                        help="float precision of the vision and LLM graphs (default fp32; fp16 keeps Softmax and "
+                             "the graphs' inputs and outputs fp32)")
+    parser.add_argument("--quantize", choices=tuple(BITS), default=None,
+                        help="weight-only, block-wise quantization of the vision and LLM graphs' MatMul weights "
+                             "(ONNX Runtime's MatMulNBits; activations stay fp32)")
     return parser
+
+
+def precision_from(args) -> str:
+    """The one precision the bundle's vision and LLM graphs get: --precision, or --quantize over fp32."""
+    if args.quantize and args.precision != "fp32":
+        raise ValueError(f"--quantize {args.quantize} rewrites fp32 weights: drop --precision {args.precision}")
+    return args.quantize or args.precision
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         modalities = parse_modalities(args.modalities)
-        rows = export_bundle(args.ckpt, args.out, modalities, decoding_from(args), show_progress=True)
+        rows = export_bundle(args.ckpt, args.out, modalities, decoding_from(args), show_progress=True,
+                             precision=precision_from(args))
     except ValueError as error:
         print(f"export.onnx: {error}", file=sys.stderr)
         return 2

@@ -58,6 +58,8 @@ def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: 
         return "the bundle was exported from a different checkpoint"
     if manifest.modalities != modalities:
         return f"the bundle has modalities {manifest.modalities}, not {modalities}"
+    if manifest.precision != "fp32":
+        return f"the bundle's graphs are {manifest.precision}; TensorRT builds from fp32 graphs (--fp16 for fp16 engines)"
     recorded = Decoding(**{name: getattr(manifest.generation, name) for name in vars(decoding)})
     if recorded != decoding:
         return f"the bundle has generation defaults {recorded}, not {decoding}"
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None, toolchain: Toolchain | None = None) -> i
         modalities = parse_modalities(args.modalities)
         decoding = decoding_from(args)
         limits = Limits(args.max_batch, args.max_regions)
+        if args.precision != "fp32" or args.quantize:
+            raise ValueError("TensorRT engines are built from the fp32 graphs: use --fp16 for fp16 engines; "
+                             "--precision and --quantize make reduced-precision ONNX Runtime bundles (export.onnx)")
         if not args.device.startswith("cuda"):
             raise ValueError(f"--device {args.device!r}: TensorRT builds for a CUDA GPU, give cuda or cuda:N")
         checkpoint_sha256(args.ckpt)

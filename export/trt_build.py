@@ -135,7 +135,7 @@ def build_engines(bundle: Bundle, profiles: dict[str, Profile], precision: str, 
         bar.set_postfix_str(name)
         graph = bundle.manifest.graphs[name]
         onnx_path = bundle.path / graph.file
-        key = engine_key(toolchain.machine, precision, profile.to_json(), bundle.manifest.files[graph.file])
+        key = engine_key(toolchain.machine, precision, profile.to_json(), bundle.manifest.graph_sha256(name))
         reason = rebuild_reason(entries.get(name), key, engines_dir)
         if reason is None:
             entry = entries[name]

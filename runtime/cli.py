@@ -4,6 +4,7 @@
     python -m runtime.cli --bundle B --points scene.npy --box3d 1.0,0.5,0.4,0.6,0.6,0.8[,yaw] [...]
     python -m runtime.cli --bundle B --points object.npy          (the whole object)
     python -m runtime.cli --bundle B --image img.png              (the whole image)
+    python -m runtime.cli --bundle B --verify                     (hash every file of the bundle, then exit)
 """
 import argparse
 import math
@@ -14,6 +15,7 @@ import numpy as np
 
 from contract.boxes import box_corners, yaw_to_matrix
 from contract.cli import OneLineParser
+from runtime.bundle import FULL, QUICK, load_bundle
 from runtime.describer import BACKENDS, Describer
 
 
@@ -102,7 +104,8 @@ def describe(args) -> list[str]:
     # The inputs are read before the bundle is loaded, so that a bad one fails at once.
     image = read_image(args.image) if args.image is not None else None
     points = read_points(args.points) if args.points is not None else None
-    describer = Describer.from_bundle(args.bundle, backend=args.backend, device=args.device)
+    describer = Describer.from_bundle(args.bundle, backend=args.backend, device=args.device,
+                                      verify=FULL if args.verify else QUICK)
     describer.configure(**{k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
                            if v is not None})
     if image is not None:
@@ -136,12 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--beams", type=positive_int, help="beam width (default: the bundle's)")
     parser.add_argument("--max-new-tokens", type=positive_int, help="default: the bundle's")
+    parser.add_argument("--verify", action="store_true",
+                        help="hash every file against the manifest (sha256) before describing; without an image or "
+                             "points, only verify. Ordinary loads check sizes and times against the last full "
+                             "verification")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        lines = describe(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        if args.verify and args.image is None and args.points is None:
+            files = len(load_bundle(args.bundle, verify=FULL).manifest.files)
+            print(f"bundle {args.bundle}: all {files} files match their sha256 in the manifest")
+            return 0
+        lines = describe(args)
     except ValueError as error:  # a bad argument, and BundleError, are ValueErrors
         print(f"runtime.cli: {error}", file=sys.stderr)
         return 2

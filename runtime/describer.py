@@ -26,7 +26,7 @@ from contract.generation import GenerationSettings
 from contract.manifest import REEXPORT, Preprocess
 from contract.modalities import MODALITIES
 from runtime import preprocess
-from runtime.bundle import Bundle, BundleError, load_bundle
+from runtime.bundle import QUICK, Bundle, BundleError, load_bundle
 from runtime.decoding import Cancelled, Decoded
 from runtime.description import Description
 
@@ -54,8 +54,8 @@ class Describer:
 
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu",
-                    threads: int | None = None, verify: bool = True) -> "Describer":
-        """A describer over an exported bundle (python -m export.onnx / export.trt)."""
+                    threads: int | None = None, verify: str = QUICK) -> "Describer":
+        """A describer over an exported bundle (python -m export.onnx / export.trt); `verify` as load_bundle's."""
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         bundle = load_bundle(path, verify=verify)

@@ -35,14 +35,15 @@ def tensorrt_unavailable() -> str | None:
     return None
 
 
-def engine_key(machine: dict, precision: str, profile: dict, onnx_sha256: str) -> str:
+def engine_key(machine: dict, precision: str, profile: dict, graph_sha256: str) -> str:
     """The cache key of one engine: what TensorRT compiles for, and what it compiles.
 
-    `machine` is machine_identity(); `profile` maps each input to its min/opt/max shapes.
+    `machine` is machine_identity(); `profile` maps each input to its min/opt/max shapes; graph_sha256 is
+    Manifest.graph_sha256, which covers the graph's weights file as well as its .onnx.
     """
     identity = {"tensorrt": machine["tensorrt"], "gpu": machine["gpu"],
                 "compute_capability": machine["compute_capability"], "precision": precision,
-                "profile": profile, "onnx_sha256": onnx_sha256}
+                "profile": profile, "graph_sha256": graph_sha256}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -89,12 +90,13 @@ def select_engines(bundle: Bundle, engines: dict | None, machine: dict) -> dict[
         if entry is None:
             raise BundleError(f"bundle {bundle.path} has no TensorRT engine for graph {name!r}: build it with "
                               f"{rebuild_command(bundle)}")
-        onnx_sha256 = bundle.manifest.files[graph.file]
-        if engine_key(machine, entry["precision"], entry["profile"], onnx_sha256) != entry["key"]:
+        key = engine_key(machine, entry["precision"], entry["profile"], bundle.manifest.graph_sha256(name))
+        if key != entry["key"]:
             raise BundleError(f"the {name} engine in {bundle.path} was built for {entry['gpu']} (compute "
                               f"{entry['compute_capability']}, TensorRT {entry['tensorrt']}) or for another ONNX "
-                              f"file, not for this {machine['gpu']} (compute {machine['compute_capability']}, "
-                              f"TensorRT {machine['tensorrt']}): rebuild with {rebuild_command(bundle)}")
+                              f"graph or weights, not for this {machine['gpu']} (compute "
+                              f"{machine['compute_capability']}, TensorRT {machine['tensorrt']}): rebuild with "
+                              f"{rebuild_command(bundle)}")
         plans[name] = bundle.path / ENGINES_DIR / entry["file"]
         if not plans[name].is_file():
             raise BundleError(f"engine file {plans[name]} is missing: rebuild with {rebuild_command(bundle)}")

@@ -156,10 +156,10 @@ PROFILE = {"x": {"min": [1, 0], "opt": [2, 3], "max": [4, 9]}}
     lambda k: k.update(machine={**MACHINE, "compute_capability": "8.7"}),
     lambda k: k.update(precision="fp16"),
     lambda k: k.update(profile={"x": {"min": [1, 0], "opt": [2, 3], "max": [4, 10]}}),
-    lambda k: k.update(onnx_sha256="b" * 64),
+    lambda k: k.update(graph_sha256="b" * 64),
 ], ids=["tensorrt", "gpu", "compute", "precision", "profile", "onnx"])
 def test_cache_key_changes_with_each_thing_the_engine_depends_on(change):
-    base = {"machine": MACHINE, "precision": "fp32", "profile": PROFILE, "onnx_sha256": "a" * 64}
+    base = {"machine": MACHINE, "precision": "fp32", "profile": PROFILE, "graph_sha256": "a" * 64}
     changed = dict(base)
     change(changed)
     assert engine_key(**changed) != engine_key(**base)
@@ -193,8 +193,8 @@ def test_engines_json_records_every_graph_with_its_key_file_and_parity(bundle):
     assert set(engines["graphs"]) == set(bundle.manifest.graphs) == set(double.built)
     profiles = derive_profiles(bundle.manifest, Limits(max_batch=2, max_regions=3))
     for name, entry in engines["graphs"].items():
-        onnx_sha256 = bundle.manifest.files[bundle.manifest.graphs[name].file]
-        assert entry["key"] == engine_key(MACHINE, "fp32", profiles[name].to_json(), onnx_sha256)
+        key = engine_key(MACHINE, "fp32", profiles[name].to_json(), bundle.manifest.graph_sha256(name))
+        assert entry["key"] == key
         assert entry["file"] == f"{name}-{entry['key'][:16]}.plan"
         assert (bundle.path / ENGINES_DIR / entry["file"]).is_file()
         assert entry["profile"] == profiles[name].to_json() and entry["precision"] == "fp32"

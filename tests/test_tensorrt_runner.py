@@ -28,8 +28,7 @@ def bundle(tiny_bundle, tmp_path):
     (bundle.path / ENGINES_DIR).mkdir()
     entries = {}
     for name, profile in derive_profiles(bundle.manifest, Limits()).items():
-        onnx_sha256 = bundle.manifest.files[bundle.manifest.graphs[name].file]
-        key = engine_key(MACHINE, "fp32", profile.to_json(), onnx_sha256)
+        key = engine_key(MACHINE, "fp32", profile.to_json(), bundle.manifest.graph_sha256(name))
         entries[name] = {"file": f"{name}-{key[:16]}.plan", "key": key, "precision": "fp32",
                          "profile": profile.to_json(), **MACHINE}
         (bundle.path / ENGINES_DIR / entries[name]["file"]).write_bytes(b"placeholder, not a TensorRT plan")
@@ -57,9 +56,10 @@ def test_engines_of_another_tensorrt_version_are_refused(bundle):
         select_engines(bundle, read_engines_manifest(bundle.path), {**MACHINE, "tensorrt": "10.3.0"})
 
 
-def test_engines_of_a_re_exported_onnx_file_are_refused(bundle):
-    manifest = dataclasses.replace(bundle.manifest, files={**bundle.manifest.files, "llm.onnx": "0" * 64})
-    with pytest.raises(BundleError, match="the llm engine .* or for another ONNX file"):
+@pytest.mark.parametrize("changed", ["llm.onnx", "llm.onnx.data"], ids=["graph", "weights only"])
+def test_engines_of_a_re_exported_graph_are_refused_even_when_only_its_weights_changed(bundle, changed):
+    manifest = dataclasses.replace(bundle.manifest, files={**bundle.manifest.files, changed: "0" * 64})
+    with pytest.raises(BundleError, match="the llm engine .* or for another ONNX graph or weights"):
         select_engines(type(bundle)(bundle.path, manifest), read_engines_manifest(bundle.path), MACHINE)
 
 

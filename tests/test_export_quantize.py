@@ -1,0 +1,70 @@
+"""export.onnx --precision fp16 / --quantize int8|int4: the vision and LLM graphs rewritten with ONNX Runtime's
+tools, recorded in the manifest, and loaded by the runtime without a flag."""
+import numpy as np
+import onnx
+import pytest
+
+from contract.boxes import box_corners, yaw_to_matrix
+from export.onnx import main as export_main
+from export.trt import main as trt_main
+from runtime import Describer
+from runtime.bundle import load_bundle
+
+RNG = np.random.default_rng(0)
+IMAGE = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+BOXES = [[0, 0, 30, 30], [10, 5, 60, 45]]
+SCENE = RNG.normal(size=(400, 3)).astype(np.float32)
+CORNERS = box_corners(np.array([[0, 0, 0]]), np.array([[1, 1, 1]]), yaw_to_matrix(np.array([0.3])))
+
+
+@pytest.fixture(scope="module", params=["fp16", "int8", "int4"])
+def variant(request, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("variants") / request.param
+    flag = ["--precision", "fp16"] if request.param == "fp16" else ["--quantize", request.param]
+    assert export_main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--max-new-tokens", "8", *flag]) == 0
+    return request.param, out
+
+
+def test_the_manifest_records_the_precision_and_the_runtime_loads_it_without_a_flag(variant, tiny_bundle):
+    precision, bundle = variant
+    assert load_bundle(bundle).manifest.precision == precision
+    reference = Describer.from_bundle(tiny_bundle)
+    describer = Describer.from_bundle(bundle)
+    for d in (reference, describer):
+        d.configure(num_beams=1, max_new_tokens=6, min_new_tokens=0)
+    regions = describer.describe_image_regions(IMAGE, BOXES)
+    points = describer.describe_point_regions(SCENE, CORNERS)
+    assert all(d.problem is None and np.isfinite(d.score) for d in regions + points)
+    assert len(regions) == 2 and len(points) == 1
+
+
+def test_only_the_vision_and_llm_graphs_change(variant, tiny_bundle):
+    precision, bundle = variant
+    manifest, reference = load_bundle(bundle).manifest, load_bundle(tiny_bundle).manifest
+    changed = {name for name, graph in manifest.graphs.items()
+               if manifest.graph_sha256(name) != reference.graph_sha256(name)}
+    assert changed == {"vision", "llm"}
+
+
+def test_quantized_graphs_have_no_fp32_matmul_weight_left_and_fp16_graphs_no_fp32_weight(variant):
+    precision, bundle = variant
+    for graph in ("vision", "llm"):
+        model = onnx.load(str(bundle / f"{graph}.onnx"), load_external_data=False)
+        weights = {t.name: t.data_type for t in model.graph.initializer}
+        matmul_weights = [n.input[1] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        if precision == "fp16":
+            assert matmul_weights and all(weights[w] == onnx.TensorProto.FLOAT16 for w in matmul_weights)
+        else:
+            assert matmul_weights == []
+            assert "MatMulNBits" in {n.op_type for n in model.graph.node}
+
+
+def test_quantize_and_fp16_together_are_refused(tiny_checkpoint, tmp_path, capsys):
+    argv = ["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--precision", "fp16", "--quantize", "int8"]
+    assert export_main(argv) == 2
+    assert "--quantize int8 rewrites fp32 weights: drop --precision fp16" in capsys.readouterr().err
+
+
+def test_tensorrt_refuses_reduced_precision_onnx(tiny_checkpoint, tmp_path, capsys):
+    assert trt_main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--quantize", "int4"]) == 2
+    assert "TensorRT engines are built from the fp32 graphs" in capsys.readouterr().err
