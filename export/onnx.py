@@ -31,6 +31,7 @@ from export.bundle import copy_tokenizer, staging_directory, write_manifest
 from export.external_data import gather_weights, graph_files
 from export.graphs import Graph, build_graphs, llm_adapters
 from export.quantize import BITS, PRECISIONS, QUANTIZED_GRAPHS, reduce_precision
+from export.vision_resize import set_image_size
 from training.modeling_regionblip import RegionBLIP
 
 OPSET = 18
@@ -193,13 +194,17 @@ def generation_defaults(model: RegionBLIP, decoding: Decoding) -> GenerationSett
 
 
 def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: Decoding = Decoding(),
-                  show_progress: bool = True, precision: str = "fp32") -> list:
-    """Write the bundle; return the closing table's rows (graph, precision, MB, seconds, error, peak GB)."""
+                  show_progress: bool = True, precision: str = "fp32", image_size: int | None = None) -> list:
+    """Write the bundle; return the closing table's rows (graph, precision, MB, seconds, error, peak GB).
+    `image_size` (pixels) serves images of another size than the checkpoint's, its ViT position embeddings
+    interpolated as transformers' interpolate_pos_encoding does (export/vision_resize.py)."""
     if Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"--out {out} is a file: give the bundle's directory (replaced if present)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     model = load_checkpoint(checkpoint)
+    if image_size is not None:
+        set_image_size(model, image_size)
     checkpoint, out = Path(checkpoint), Path(out)
     generation = generation_defaults(model, decoding)
     vocab_size = model.config.text_config().vocab_size
@@ -288,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-beams", type=integer_at_least(1), default=defaults.num_beams,
                         help=f"generation default (default {defaults.num_beams}, greedy; the released evaluation "
                              f"used {RELEASE_EVALUATION.num_beams})")
+    parser.add_argument("--image-size", type=integer_at_least(1), default=None,
+                        help="serve images of this many pixels a side (a multiple of the ViT's patch size), the "
+                             "position embeddings interpolated as transformers' interpolate_pos_encoding does "
+                             "(default: the checkpoint's; the release evaluates its 224 px weights at 364)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                         help="float precision of the vision and LLM graphs (default fp32; fp16 keeps Softmax and "
                              "the graphs' inputs and outputs fp32)")
@@ -309,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         modalities = parse_modalities(args.modalities)
         rows = export_bundle(args.ckpt, args.out, modalities, decoding_from(args), show_progress=True,
-                             precision=precision_from(args))
+                             precision=precision_from(args), image_size=args.image_size)
     except ValueError as error:
         print(f"export.onnx: {error}", file=sys.stderr)
         return 2

@@ -46,7 +46,8 @@ def checkpoint_sha256(checkpoint: Path) -> str:
     return sha256(weights)
 
 
-def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: Decoding) -> str | None:
+def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: Decoding,
+                  image_size: int | None = None) -> str | None:
     """Why the ONNX bundle at `out` must be (re)exported, or None where it can be reused."""
     if not (Path(out) / MANIFEST_NAME).is_file():
         return f"no bundle at {out}"
@@ -58,6 +59,8 @@ def export_reason(out: Path, checkpoint: Path, modalities: list[str], decoding: 
         return "the bundle was exported from a different checkpoint"
     if manifest.modalities != modalities:
         return f"the bundle has modalities {manifest.modalities}, not {modalities}"
+    if image_size is not None and manifest.preprocess.image_size != image_size:
+        return f"the bundle takes {manifest.preprocess.image_size} px images, not {image_size}"
     if manifest.precision != "fp32":
         return f"the bundle's graphs are {manifest.precision}; TensorRT builds from fp32 graphs (--fp16 for fp16 engines)"
     recorded = Decoding(**{name: getattr(manifest.generation, name) for name in vars(decoding)})
@@ -71,7 +74,7 @@ def export_onnx(args, modalities: list[str], decoding: Decoding, reason: str) ->
     print(f"export.trt: exporting the ONNX bundle: {reason}")
     cache = Path(args.out) / ENGINES_DIR / TIMING_CACHE
     timings = cache.read_bytes() if cache.is_file() else None
-    print(onnx_table(export_bundle(args.ckpt, args.out, modalities, decoding)))
+    print(onnx_table(export_bundle(args.ckpt, args.out, modalities, decoding, image_size=args.image_size)))
     if timings is not None:
         cache.parent.mkdir(exist_ok=True)
         cache.write_bytes(timings)
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None, toolchain: Toolchain | None = None) -> i
         if not args.device.startswith("cuda"):
             raise ValueError(f"--device {args.device!r}: TensorRT builds for a CUDA GPU, give cuda or cuda:N")
         checkpoint_sha256(args.ckpt)
-        reason = export_reason(args.out, args.ckpt, modalities, decoding)
+        reason = export_reason(args.out, args.ckpt, modalities, decoding, args.image_size)
         if reason:
             export_onnx(args, modalities, decoding, reason)
         else:

@@ -179,3 +179,30 @@ def test_an_unwritable_output_is_one_clear_line(tiny_checkpoint, tmp_path, capsy
     blocker.write_text("a file where a directory should be")
     assert main(["--ckpt", str(tiny_checkpoint), "--out", str(blocker / "bundle")]) == 2
     assert "cannot write the bundle" in capsys.readouterr().err
+
+
+def test_image_size_exports_a_vision_graph_equal_to_transformers_interpolate_pos_encoding(tiny_checkpoint, tmp_path):
+    from runtime import Describer
+
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--image-size", "48",
+                 "--modalities", "image_region"]) == 0
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.manifest.preprocess.image_size == 48
+    pixels = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    model = RegionBLIP.from_pretrained(tiny_checkpoint)  # trained at 32 px
+    with torch.no_grad():
+        expected = model.vision_model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+    session = onnxruntime.InferenceSession(str(bundle.graph_path("vision")), providers=["CPUExecutionProvider"])
+    (features,) = session.run(None, {"pixel_values": pixels.numpy()})
+    assert features.shape == (2, 1 + 6 * 6, 32)
+    np.testing.assert_allclose(features, expected.numpy(), atol=1e-5)
+    regions = Describer.from_bundle(tmp_path / "b").describe_image_regions(
+        np.zeros((60, 80, 3), np.uint8), [[0, 0, 40, 30]])
+    assert regions[0].problem is None
+
+
+def test_an_image_size_off_the_patch_grid_is_refused_before_exporting(tiny_checkpoint, tmp_path, capsys):
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--image-size", "50"]) == 2
+    assert "image size 50 is not a multiple of the vision model's patch size 8: choose one that is, such as 48 or " \
+           "56" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
