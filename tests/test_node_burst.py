@@ -48,7 +48,7 @@ LAST_FRAMES = 5
 RSS_GROWTH_MB = 20.0   # over the second half; keeping every frame would grow by 30 x 230 kB = 7 MB a second
 MAX_LOST = 0.2         # region arrays or images lost on the way while a loaded machine starves this process
                        # (7 % seen at load 5 on 2 cores); callbacks that waited for the describer would lose 60 %
-FIRST_SEC = 1_800_000_000
+FIRST_SEC = int(time.time())  # stamped now: the node drops frames stamped far ahead of its clock
 
 
 @dataclass
