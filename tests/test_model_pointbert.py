@@ -3,7 +3,7 @@
 import torch
 
 from training.config import RegionBLIPConfig
-from training.pointbert import PointBERT, farthest_point_sample, group_points
+from training.pointbert import PointBERT, farthest_point_sample, group_points, nearest_neighbours
 
 
 def cloud(seed=0, n=200):
@@ -43,3 +43,47 @@ def test_encoder_gives_a_cls_token_plus_one_token_per_group_and_repeats_exactly(
     tokens = encoder(points)
     assert tokens.shape == (2, 1 + config.point_num_group, config.point_trans_dim)
     assert torch.equal(encoder(points), tokens)
+
+
+def centres_of(points, num_group):
+    rows = torch.arange(points.shape[0])[:, None]
+    return points[rows, farthest_point_sample(points, num_group)]
+
+
+def cdist_neighbours(centres, points, group_size):
+    """The reference: cdist from the coordinate differences themselves (no matmul), its nearest `group_size`."""
+    distance = torch.cdist(centres, points, compute_mode="donot_use_mm_for_euclid_dist").square()
+    return distance.topk(group_size, dim=-1, largest=False)
+
+
+def test_matmul_distances_pick_the_same_neighbour_sets_as_cdist():
+    for seed in range(3):
+        points = cloud(seed, n=2000)
+        centres = centres_of(points, 64)
+        expected = cdist_neighbours(centres, points, 16)
+        distances, neighbours = nearest_neighbours(centres, points, 16)
+        assert torch.equal(neighbours.sort(-1).values, expected.indices.sort(-1).values)
+        torch.testing.assert_close(distances, expected.values, atol=1e-5, rtol=0)
+        assert (distances >= 0).all()  # rounding below zero is clamped
+
+
+def test_groups_equal_the_cdist_groups_wherever_the_distances_are_not_ties():
+    points = cloud(seed=3, n=2000)
+    groups, centres = group_points(points, num_group=64, group_size=16)
+    distance, neighbours = cdist_neighbours(centres, points, group_size=17)  # the 17th: is the cut a tie?
+    rows = torch.arange(2)[:, None, None]
+    expected = points[rows, neighbours[..., :16]] - centres[:, :, None]  # (B, G, M, 3)
+    # Two distances within float32 rounding of each other may come out in either order, or swap at the cut.
+    distinct = (distance.diff(dim=-1) > 1e-5).all(-1)  # (B, G)
+    assert distinct.float().mean() > 0.8
+    assert torch.equal(groups[distinct], expected[distinct])
+
+
+def test_a_scene_far_from_its_frame_origin_keeps_its_exact_neighbours():
+    # an 8 x 8 x 3 m room 100 m from the origin: |p|² ~ 1e4 would swamp the neighbours' ~1e-2 m² differences
+    room = torch.rand(2, 8000, 3, generator=torch.Generator().manual_seed(4)) * torch.tensor([8.0, 8.0, 3.0]) + 100
+    centres = centres_of(room, 64)
+    exact = (centres.double()[:, :, None] - room.double()[:, None]).square().sum(-1)  # (B, G, N)
+    expected = exact.topk(32, dim=-1, largest=False).indices.sort(-1).values
+    got = nearest_neighbours(centres, room, 32)[1].sort(-1).values
+    assert torch.equal(got, expected)

@@ -28,12 +28,31 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
     return indices
 
 
+def nearest_neighbours(centres: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k points nearest each centre: squared distances (B, G, k), nearest first, and indices (B, G, k).
+
+    Distances are |c|² - 2 c·p + |p|², Point-BERT's form, as one matmul of augmented coordinates
+    [-2c, |c|², 1] · [p, 1, |p|²]: the (B, G, N) matrix is the only tensor of that size, with neither the
+    (B, G, N, 3) differences nor a sqrt to undo as cdist(...).square() has."""
+    # Relative to the cloud's mean, so that a scene far from its frame's origin keeps the squares small and the
+    # cancellation exact enough to pick the neighbours the differences would.
+    origin = points.mean(dim=1, keepdim=True)  # (B, 1, 3)
+    centres, points = centres - origin, points - origin
+    centres = torch.cat([-2 * centres, centres.square().sum(-1, keepdim=True), torch.ones_like(centres[..., :1])],
+                        dim=-1)  # (B, G, 5)
+    points = torch.cat([points, torch.ones_like(points[..., :1]), points.square().sum(-1, keepdim=True)],
+                       dim=-1)  # (B, N, 5)
+    nearest = torch.bmm(centres, points.transpose(1, 2)).topk(k, dim=-1, largest=False)  # of (B, G, N)
+    # Rounding can take a distance (a point's to itself) below zero. Clamped on the k kept: a Clip on the whole
+    # matrix costs ONNX Runtime a second (B, G, N) buffer, as it does not run it in place there.
+    return nearest.values.clamp_min(0), nearest.indices
+
+
 def group_points(points: torch.Tensor, num_group: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a cloud into kNN neighbourhoods around FPS centres: (B, G, M, 3) centred groups and (B, G, 3) centres."""
     rows = torch.arange(points.shape[0], device=points.device)[:, None]
     centres = points[rows, farthest_point_sample(points, num_group)]  # (B, G, 3)
-    distance = torch.cdist(centres, points).square()  # (B, G, N)
-    neighbours = distance.topk(group_size, dim=-1, largest=False).indices  # (B, G, M)
+    neighbours = nearest_neighbours(centres, points, group_size)[1]  # (B, G, M)
     groups = points[rows[:, :, None], neighbours]  # (B, G, M, 3)
     return groups - centres[:, :, None], centres
 
