@@ -21,7 +21,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     # The Python dependencies are pinned in requirements.txt and installed by the Makefile
     # (torch first, from its CPU wheel) or by pip on a robot; ROS packages come from

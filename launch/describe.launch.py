@@ -50,6 +50,10 @@ def generate_launch_description() -> LaunchDescription:
             },
         ],
         remappings=[(topic, LaunchConfiguration(topic)) for topic in TOPICS],
+        # Full-HD images only cross Fast DDS whole with a larger shared-memory segment (docs/transport.md):
+        # the node publishes annotated_image; the camera driver needs the same variable for image.
+        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": PathJoinSubstitution(
+            [FindPackageShare("regionblip_ros"), "config", "fastdds.xml"])},
         output="screen",
     )
     return LaunchDescription(arguments + [describer])

@@ -45,7 +45,7 @@ from regionblip_ros.throttle import ThrottledReporter
 from regionblip_ros.worker import LatestJobWorker
 
 NODE_NAME = "region_describer"
-SENSOR_QOS = qos_profile_sensor_data  # the image and points subscriptions' default (sensor_* parameters)
+SENSOR_QOS = qos_profile_sensor_data  # what the sensor_* parameters default to (tests/test_node.py keeps them equal)
 SENSOR_RELIABILITY = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT, "reliable": QoSReliabilityPolicy.RELIABLE}
 REGION_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -65,7 +65,8 @@ SERVICE_ERROR = "service_error"
 STOP_TIMEOUT_S = 2.0  # how long shutdown waits for the cancelled job to reach its next decode step
 
 # name: (default, description). The one home of every default: config/describe.yaml and config/demo.yaml set
-# only what must differ, and the launch file's arguments default to these values (tests/test_launch.py).
+# only what must differ, and the launch file's arguments default to these values (tests/test_launch.py, which
+# reads this table as literals).
 PARAMETERS = {
     "bundle": ("bundles/default", "exported model bundle directory (python -m export.onnx)"),
     "backend": ("onnxruntime", "inference backend: onnxruntime | tensorrt | torch"),
@@ -83,10 +84,9 @@ PARAMETERS = {
                         "jumped back (a bag loop, a simulator restart): the sensor's frame buffer restarts from it"),
     "max_stamp_ahead": (10.0, "frames stamped more than this many seconds ahead of the node's clock are dropped "
                               "and counted (a publisher's clock is wrong); 0 turns the check off"),
-    "sensor_reliability": (next(name for name, policy in SENSOR_RELIABILITY.items()
-                                if policy == SENSOR_QOS.reliability),
-                           "QoS reliability of the image and points subscriptions: best_effort | reliable"),
-    "sensor_depth": (SENSOR_QOS.depth, "QoS history depth of the image and points subscriptions"),
+    "sensor_reliability": ("best_effort", "QoS reliability of the image and points subscriptions: best_effort "
+                                          "(sensor data QoS) | reliable"),
+    "sensor_depth": (5, "QoS history depth of the image and points subscriptions (sensor data QoS: 5)"),
     "min_region_px": (4.0, "2D regions narrower or lower than this (pixels, inside the image) are skipped"),
     "publish_markers": (True, "publish RViz text markers for 3D regions on markers"),
     "publish_annotated": (True, "publish the image with boxes and descriptions on annotated_image"),

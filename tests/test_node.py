@@ -19,7 +19,7 @@ from node_rig import (  # noqa: E402
 )
 from regionblip_ros import describer_node  # noqa: E402
 from regionblip_ros.conversions import image_to_numpy  # noqa: E402
-from regionblip_ros.describer_node import SENSOR_RELIABILITY, RegionDescriber  # noqa: E402
+from regionblip_ros.describer_node import PARAMETERS, SENSOR_QOS, SENSOR_RELIABILITY, RegionDescriber  # noqa: E402
 from regionblip_ros.drawing import COLOURS  # noqa: E402
 
 
@@ -241,3 +241,8 @@ def test_the_sensor_subscriptions_take_their_qos_from_the_parameters(ros_context
             assert subscription.qos_profile.reliability == SENSOR_RELIABILITY[reliability]
     finally:
         node.destroy_node()
+
+
+def test_the_sensor_qos_parameters_default_to_sensor_data_qos():
+    assert SENSOR_RELIABILITY[PARAMETERS["sensor_reliability"][0]] == SENSOR_QOS.reliability
+    assert PARAMETERS["sensor_depth"][0] == SENSOR_QOS.depth

@@ -64,7 +64,7 @@ def test_setup_py_installs_the_ament_index_marker_manifest_launch_and_config(set
     assert set(installed["share/regionblip_ros/launch"]) == {
         str(p.relative_to(ROOT)) for p in (ROOT / "launch").glob("*.launch.py")}
     assert set(installed["share/regionblip_ros/config"]) == {
-        str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")}
+        str(p.relative_to(ROOT)) for pattern in ("*.yaml", "*.xml") for p in (ROOT / "config").glob(pattern)}
     assert (ROOT / "resource" / "regionblip_ros").is_file()
 
 
