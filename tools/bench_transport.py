@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from regionblip_ros.sync import stamp_to_ns
+
 PROG = "python -m tools.bench_transport"
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds.xml"
@@ -67,10 +69,6 @@ def wait(predicate, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{PROG}: waited {timeout_s:g} s for {what}")
         time.sleep(0.01)
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def clocks() -> tuple[float, float]:
@@ -125,7 +123,7 @@ def run_subscriber(args) -> dict:
     received, last = [], []  # last: clocks() at the last frame, so that the drain does not dilute the CPU figure
 
     def on_image(msg) -> None:
-        received.append((stamp_ns(msg.header.stamp), time.time_ns()))
+        received.append((stamp_to_ns(msg.header.stamp), time.time_ns()))
         last[:] = clocks()
 
     subscription = ros.node.create_subscription(Image, args.topic, on_image, qos)
@@ -161,7 +159,7 @@ def run_camera(args) -> dict:
         regions_pub = ros.node.create_publisher(Region2DArray, "regions_2d", REGION_QOS)
         descriptions = ros.node.create_subscription(
             RegionDescriptionArray, "descriptions",
-            lambda msg: described.append((stamp_ns(msg.header.stamp), time.time_ns(), len(msg.descriptions))),
+            lambda msg: described.append((stamp_to_ns(msg.header.stamp), time.time_ns(), len(msg.descriptions))),
             OUTPUT_QOS)
         ros.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, OUTPUT_QOS)
         side = min(args.width, args.height) // 4
@@ -187,12 +185,12 @@ def run_camera(args) -> dict:
         published.append(time.monotonic())
         if args.with_node:  # the detector runs one frame behind, so regions never overtake their frame
             if pending is not None:
-                regions_sent.append((stamp_ns(pending.header.stamp), time.time_ns()))
+                regions_sent.append((stamp_to_ns(pending.header.stamp), time.time_ns()))
                 regions_pub.publish(pending)
             header = Header(stamp=image.header.stamp, frame_id=image.header.frame_id)  # image.header changes
             pending = Region2DArray(header=header, regions=regions)
     if pending is not None:
-        regions_sent.append((stamp_ns(pending.header.stamp), time.time_ns()))
+        regions_sent.append((stamp_to_ns(pending.header.stamp), time.time_ns()))
         regions_pub.publish(pending)
     cpu = cpu_percent(begin, clocks())
     say("published")
