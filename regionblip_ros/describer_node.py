@@ -292,7 +292,7 @@ class RegionDescriber(Node):
                 "use_sim_time the same on both sides"))
             return
         frames = self._frames[sensor]
-        newest = frames.stamps[-1] if len(frames) else None
+        newest = frames.newest
         added = frames.add(stamp, msg)
         if added is Added.RESET:
             self.bad_inputs.report(CLOCK_JUMP, (

@@ -55,6 +55,11 @@ class FrameBuffer(Generic[Frame]):
         """Buffered stamps in ns, oldest first."""
         return list(self._stamps)
 
+    @property
+    def newest(self) -> int | None:
+        """The newest buffered stamp in ns, or None when empty."""
+        return self._stamps[-1] if self._stamps else None
+
     def add(self, stamp_ns: int, frame: Frame) -> Added:
         if self._stamps and stamp_ns < self._stamps[-1] - self.jump_ns:
             self._stamps, self._frames = [stamp_ns], [frame]
