@@ -1,13 +1,21 @@
-"""python -m tools.bench_runtime --preset bench --regions 16 --tokens 20  ->  JSON on stdout
+"""python -m tools.bench_runtime --preset bench --regions 16 --tokens 20 --rounds 3  ->  JSON on stdout
 
-Describes `--regions` boxes per camera frame and compares, each engine in its own process:
-  baseline      the torch model as a transformers user runs BLIP-2: crop each region, resize the
-                crop, whole-image path, one generate call per crop (greedy, KV cache)
+Describes `--regions` boxes per camera frame. Each engine runs in its own process, and the engines
+take turns over --rounds rounds (onnxruntime, batched at each thread count, per-crop, then again), so
+that a change in the machine's load falls on all of them:
   onnxruntime   this runtime on ONNX Runtime CPU: frame features once, all regions in one batch
-  torch         this runtime's torch backend (the checkpoint's generate), for token identity
-Every description is exactly --tokens tokens long on both sides (min = max new tokens), so the
-ratio compares the same work. It also times one decode step at batch 1 against the memory-
-bandwidth bound: bytes of LLM weights / memcpy bandwidth measured in the same process.
+  batched       the strongest transformers peer, and the headline: transformers' own
+                Blip2ForConditionalGeneration holding the checkpoint's image path, every region's crop
+                (cropped, resized) in ONE generate call (greedy, KV cache), at each --baseline-threads
+                torch thread count; each round's faster one is the one compared against
+  per-crop      the same crops, one generate call per crop (the checkpoint's image path, i.e. BLIP-2)
+  torch         this runtime's torch backend (the checkpoint's generate), once, for token identity
+Every description is exactly --tokens tokens long everywhere (min = max new tokens), so the ratios
+compare the same work. Each round the onnxruntime worker also times a decode step at batch 1 and at
+--regions rows, and measures what bounds it: the read bound (bytes of LLM weights a step reads ÷ the
+read bandwidth of numpy .sum() over a buffer 8× this machine's L3) and the compute bound (the step's
+FLOPs ÷ numpy's fp32 GEMM rate at that batch, at the runtime's thread count). The JSON's
+"definitions" says what each number is.
 
 The model has random weights at the preset's sizes (no hub here); speed does not depend on them.
 This tool builds and exports that model, so it imports training/ and export/ as well as runtime/.
@@ -20,11 +28,48 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 FRAME_SIZE = (480, 640)  # camera frame, H x W
+PREFIX_LENGTH = 33  # soft-prompt rows fed with BOS before the timed decode steps: a 34-token KV cache
+READ_BUFFER_MB = 256  # the read-bandwidth buffer: 8x the 32 MiB L3 of the machine the README's numbers come from
+DEFINITIONS = {
+    "rois_per_s, ms_per_frame": "regions described per second and ms per frame, mean over --frames frames after "
+                                "one warm-up frame; {median, min, max, rounds} over the --rounds rounds",
+    "headline.speedup_vs_batched_baseline": "each round's onnxruntime ROIs/s ÷ the batched baseline's at its faster "
+                                            "thread count in that round (batched_baseline_threads, per round)",
+    "speedup_vs_per_crop_baseline": "onnxruntime ROIs/s ÷ per-crop-baseline ROIs/s, per round",
+    "token_agreement": "fraction of timed regions (first round) whose greedy token ids are identical. The runtime "
+                       "describes regions through the image_region path (whole frame, box prompt, LoRA) and the "
+                       "baselines through the image path on crops: different models, so runtime vs baseline "
+                       "agreement is no check of correctness; batched vs per-crop (same model, same crops) and "
+                       "onnxruntime vs torch (same model, two backends) are",
+    "limits.llm_weights_read_per_step_mb": "bytes of LLM initializers a decode step reads in full: all but those "
+                                           "only gathered from (position table, stacked LoRA rows), MiB",
+    "limits.lm_head_mb, vocab_share": "the vocabulary projection's bytes, and its share of the step's reads",
+    "limits.matmul_params": "elements of the initializers MatMul/Gemm read (lm_head included; LoRA's rank-r "
+                            "products, under 1 % of a layer's FLOPs, left out)",
+    "limits.read_gb_per_s": "GB/s (1e9) of numpy float64 .sum() over 256 MiB, best of 5, the faster of 1 thread "
+                            "and the runtime's thread count (each reads its share); each byte counted once",
+    "limits.read_bound_ms": "llm_weights_read_per_step ÷ the fastest round's read_gb_per_s: no step that reads "
+                            "its weights from memory is faster (the KV cache, read too, is left out)",
+    "limits.batch_*.decode_ms_per_step": "median ms of one llm-graph call with that many rows, each with a "
+                                         "34-token KV cache (soft prompt + BOS), --decode-steps calls",
+    "limits.batch_*.flops_per_step": "2 × matmul_params × rows + attention (4 × rows × layers × 35 × hidden)",
+    "limits.batch_*.gemm_gflops": "numpy fp32 (rows, D) @ (D, 4D), D the LLM width, the same weights each call "
+                                  "(so from cache), at the runtime's thread count, best of 5 × 20 calls",
+    "limits.batch_*.compute_bound_ms": "flops_per_step ÷ the fastest round's gemm_gflops: the step's FLOPs at "
+                                       "numpy's rate for the model's shape, not the CPU's peak",
+    "limits.gemm_gflops_square_1024": "numpy fp32 (1024, 1024) @ (1024, 1024), best of 5 × 5 calls: the best rate "
+                                      "this BLAS reaches here; ONNX Runtime's kernels can beat numpy's at the "
+                                      "model's shape, so compute_bound_ms_square_rate (flops_per_step at the "
+                                      "fastest round's square rate) is the firmer compute bound",
+    "limits.batch_*.decode_vs_*_bound": "each round's decode_ms_per_step ÷ that bound (1 = at the bound)",
+    "load_average_1min": "os.getloadavg()[0] at the start of each round and at the end",
+}
 
 
 def frames_and_boxes(count: int, regions: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
@@ -68,38 +113,86 @@ def prepare(preset: str, workdir: Path) -> None:
         raise SystemExit(f"tools.bench_runtime: export failed with exit code {code}")
 
 
-# ---- workers (one process each) -------------------------------------------------------------------------------
-
-def memcpy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes per second of a large numpy copy (read + write counted once, as a weight read is)."""
-    source = np.ones(megabytes * 2**20 // 8)
-    target = np.empty_like(source)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(target, source)
-        best = min(best, time.perf_counter() - start)
-    return source.nbytes / best
-
-
-def llm_weight_bytes(bundle: Path) -> int:
-    """Bytes of LLM weights one decode step reads in full: every initializer except those only gathered
-    from (the position table, read one row per token)."""
+def llm_graph_sizes(bundle: Path) -> dict:
+    """What a decode step of the bundle's llm graph reads and multiplies, from its initializers' shapes."""
     import onnx
 
-    graph = onnx.load(str(bundle / "llm.onnx")).graph
+    graph = onnx.load(str(bundle / "llm.onnx"), load_external_data=False).graph
     consumers: dict[str, set[str]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, set()).add(node.op_type)
-    return sum(onnx.numpy_helper.to_array(init).nbytes for init in graph.initializer
-               if consumers.get(init.name, set()) - {"Gather"})
+    logits_node = next(node for node in graph.node if "logits" in node.output)
+
+    def nbytes(init) -> int:
+        return int(np.prod(init.dims)) * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+
+    read = [init for init in graph.initializer if consumers.get(init.name, set()) - {"Gather"}]
+    return {"weights_bytes": sum(nbytes(init) for init in read),
+            "lm_head_bytes": sum(nbytes(init) for init in read if init.name in logits_node.input),
+            "matmul_params": sum(int(np.prod(init.dims)) for init in read
+                                 if consumers[init.name] & {"MatMul", "Gemm"} and len(init.dims) >= 2)}
 
 
-def run_baseline(workdir: Path, args) -> dict:
+# ---- workers (one process each) -------------------------------------------------------------------------------
+
+def blip2_from_regionblip(model):
+    """transformers' Blip2ForConditionalGeneration holding `model`'s image path, which is exactly BLIP-2: no
+    LoRA wrappers, none of this project's code in the loop."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    config = model.config
+    blip2 = Blip2ForConditionalGeneration(Blip2Config(
+        vision_config=config.vision, qformer_config=config.qformer, text_config=config.text,
+        num_query_tokens=config.num_query_tokens, image_token_index=config.text_config().vocab_size - 1))
+    state = {}
+    for key, tensor in model.state_dict().items():
+        key = key.replace(".base_layer.", ".")  # peft's wrapped Linears
+        if key == "query_tokens.image":
+            state["query_tokens"] = tensor
+        elif key.startswith("language_projection.image."):
+            state[key.replace(".image.", ".", 1)] = tensor
+        elif key.startswith(("vision_model.", "qformer.", "language_model.")) and ".lora_" not in key:
+            state[key] = tensor
+    blip2.load_state_dict(state, strict=True)
+    return blip2.eval()
+
+
+def crops(frame: np.ndarray, boxes: np.ndarray, image_size: int) -> list[np.ndarray]:
+    """Each region cropped from the frame and resized, as the vision encoder takes it (3, S, S)."""
+    from runtime.preprocess import preprocess_image
+
+    return [preprocess_image(np.ascontiguousarray(frame[y1:y2, x1:x2]), image_size)
+            for x1, y1, x2, y2 in boxes.astype(int)]
+
+
+def run_batched(workdir: Path, args) -> dict:
     import torch
 
-    from runtime.preprocess import preprocess_image
+    from training.modeling_regionblip import RegionBLIP
+
+    torch.set_num_threads(args.threads)
+    regionblip = RegionBLIP.from_pretrained(workdir / "checkpoint")
+    image_size, newline = regionblip.config.image_size, regionblip.config.newline_token_id
+    model = blip2_from_regionblip(regionblip)
+    del regionblip
+    prompt_length = model.config.num_query_tokens + 1  # image tokens + BOS, returned before the new tokens
+
+    @torch.inference_mode()
+    def describe(frame, boxes):
+        pixel_values = torch.from_numpy(np.stack(crops(frame, boxes, image_size)))  # (R, 3, S, S)
+        out = model.generate(pixel_values=pixel_values, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
+                             do_sample=False, num_beams=1, eos_token_id=newline,
+                             pad_token_id=model.config.text_config.pad_token_id)
+        return out[:, prompt_length:].tolist()
+
+    return _time_frames(describe, args) | {"engine": "transformers Blip2ForConditionalGeneration, all crops in "
+                                                      f"one generate call, torch threads: {args.threads}"}
+
+
+def run_per_crop(workdir: Path, args) -> dict:
+    import torch
+
     from training.modeling_regionblip import RegionBLIP
 
     torch.set_num_threads(args.threads or os.cpu_count())
@@ -111,8 +204,7 @@ def run_baseline(workdir: Path, args) -> dict:
     @torch.no_grad()
     def describe(frame, boxes):
         tokens = []
-        for x1, y1, x2, y2 in boxes.astype(int):
-            crop = preprocess_image(np.ascontiguousarray(frame[y1:y2, x1:x2]), model.config.image_size)
+        for crop in crops(frame, boxes, model.config.image_size):
             features = model.encode_frames("image", pixel_values=torch.from_numpy(crop)[None])
             _, prompt = model.soft_prompt("image", features)
             embeds = torch.cat([prompt, bos], dim=1)
@@ -123,7 +215,8 @@ def run_baseline(workdir: Path, args) -> dict:
             tokens.append(out[0].tolist())
         return tokens
 
-    return _time_frames(describe, args) | {"engine": "baseline (crop + generate per region, torch)"}
+    return _time_frames(describe, args) | {"engine": "crop + generate per region (torch, the checkpoint's image "
+                                                      "path)"}
 
 
 def run_describer(workdir: Path, args, backend: str) -> dict:
@@ -142,33 +235,63 @@ def run_describer(workdir: Path, args, backend: str) -> dict:
 
     result = _time_frames(describe, args) | {"engine": f"regionblip_ros runtime ({backend})"}
     if backend == "onnxruntime":
-        result |= decode_step(describer, workdir, args)
+        threads = args.threads or os.cpu_count()
+        width = describer.engine.bundle.manifest.graphs["llm"].inputs[0].shape[2]
+        result["decode_ms_per_step"] = {rows: decode_step_ms(describer, rows, args.decode_steps)
+                                        for rows in (1, args.regions)}
+        result["read_gb_per_s"] = {count: read_bandwidth(count) / 1e9 for count in (1, threads)}
+        result["gemm_gflops"] = {rows: gemm_rate(rows, width) / 1e9 for rows in (1, args.regions)}
+        result["gemm_gflops_square_1024"] = gemm_rate(1024, 1024, width_out=1024, calls=5) / 1e9
     return result
 
 
-def decode_step(describer, workdir: Path, args) -> dict:
-    """ms per decode step at batch 1 with a realistic cache, against the memory-bandwidth bound."""
+def decode_step_ms(describer, rows: int, steps: int) -> float:
+    """Median ms of one llm-graph decode step at `rows` rows, each with a 34-token cache (prompt + BOS)."""
     from runtime.graph_engine import LanguageModelGraph
 
     engine = describer.engine
     step = LanguageModelGraph(engine.runner, engine.bundle, engine.adapter_ids(["image_region"]))
     width = engine.bundle.manifest.graphs["llm"].inputs[0].shape[2]
-    prompt = np.random.default_rng(0).normal(size=(1, 33, width)).astype(np.float32)
-    _, past = step(prompt, np.array([[2]]), None)
-    empty, token = prompt[:, :0], np.array([[5]])
+    prompt = np.random.default_rng(0).normal(size=(rows, PREFIX_LENGTH, width)).astype(np.float32)
+    _, past = step(prompt, np.full((rows, 1), 2), None)
+    empty, token = prompt[:, :0], np.full((rows, 1), 5)
     for _ in range(3):
         step(empty, token, past)
     times = []
-    for _ in range(args.decode_steps):
+    for _ in range(steps):
         start = time.perf_counter()
         step(empty, token, past)
         times.append(time.perf_counter() - start)
-    weights, bandwidth = llm_weight_bytes(workdir / "bundle"), memcpy_bandwidth()
-    bound_ms = 1e3 * weights / bandwidth
-    step_ms = 1e3 * float(np.median(times))
-    return {"decode_ms_per_token_batch1": step_ms, "llm_weights_read_per_step_mb": weights / 2**20,
-            "memcpy_gb_per_s": bandwidth / 1e9, "bandwidth_bound_ms": bound_ms,
-            "decode_vs_bound": step_ms / bound_ms}
+    return 1e3 * float(np.median(times))
+
+
+def read_bandwidth(threads: int, repeats: int = 5) -> float:
+    """Bytes per second that `threads` threads read summing their shares of a buffer far larger than cache."""
+    buffer = np.ones(READ_BUFFER_MB * 2**20 // 8)
+    shares = np.array_split(buffer, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:  # numpy's reductions release the GIL
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(np.sum, shares))
+            best = min(best, time.perf_counter() - start)
+    return buffer.nbytes / best
+
+
+def gemm_rate(rows: int, width: int, width_out: int | None = None, repeats: int = 5, calls: int = 20) -> float:
+    """FLOPs per second of numpy's fp32 (rows, D) @ (D, 4D), the shape of a decoder layer's fc1 (or D x width_out)."""
+    width_out = width_out or 4 * width
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(rows, width)).astype(np.float32), rng.normal(size=(width, width_out)).astype(np.float32)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / calls)
+    return 2 * rows * width * width_out / best
 
 
 def _time_frames(describe, args) -> dict:
@@ -185,52 +308,149 @@ def _time_frames(describe, args) -> dict:
 
 # ---- parent ---------------------------------------------------------------------------------------------------
 
-def run_worker(engine: str, workdir: Path, args) -> dict:
+def run_worker(engine: str, workdir: Path, args, threads: int | None) -> dict:
     command = [sys.executable, "-m", "tools.bench_runtime", "--worker", engine, "--workdir", str(workdir),
                "--regions", str(args.regions), "--tokens", str(args.tokens), "--frames", str(args.frames),
-               "--decode-steps", str(args.decode_steps)] + (["--threads", str(args.threads)] if args.threads else [])
+               "--decode-steps", str(args.decode_steps)] + (["--threads", str(threads)] if threads else [])
+    env = dict(os.environ)
+    if engine == "onnxruntime":  # its numpy GEMM runs at the runtime's thread count
+        env["OPENBLAS_NUM_THREADS"] = str(args.threads or os.cpu_count())
     # tools/ is not installed: the worker finds it from the repository root, whatever the caller's directory.
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         raise SystemExit(f"tools.bench_runtime: the {engine} worker failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def spread(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values), "rounds": values}
+
+
+def agreement(ours: list, theirs: list) -> float:
+    """Fraction of regions whose token ids are identical (tokens: per frame, per region)."""
+    pairs = [(a, b) for frame_a, frame_b in zip(ours, theirs, strict=True) for a, b in zip(frame_a, frame_b, strict=True)]
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def timing(results: list[dict], **extra) -> dict:
+    return {"engine": results[0]["engine"], **extra, "rois_per_s": spread([r["rois_per_s"] for r in results]),
+            "ms_per_frame": spread([r["ms_per_frame"] for r in results])}
+
+
+def limits(runtime: list[dict], sizes: dict, rows: int, num_layers: int, width: int) -> dict:
+    """The decode step's read and compute bounds. A bound is the machine's: it takes the fastest rate any round
+    measured (a busy round measures less than the machine does), and each round's step is held against it."""
+    weights = sizes["weights_bytes"]
+    read = [max(r["read_gb_per_s"].values()) for r in runtime]
+    read_bound = 1e3 * weights / (max(read) * 1e9)
+    result = {"llm_weights_read_per_step_mb": weights / 2**20, "lm_head_mb": sizes["lm_head_bytes"] / 2**20,
+              "vocab_share": sizes["lm_head_bytes"] / weights, "matmul_params": sizes["matmul_params"],
+              "read_gb_per_s": spread(read),
+              "read_gb_per_s_by_threads": {count: spread([r["read_gb_per_s"][count] for r in runtime])
+                                           for count in runtime[0]["read_gb_per_s"]},
+              "read_bound_ms": read_bound,
+              "gemm_gflops_square_1024": spread([r["gemm_gflops_square_1024"] for r in runtime])}
+    for batch in dict.fromkeys([1, rows]):
+        attended = PREFIX_LENGTH + 2  # the cache and the new token
+        flops = 2 * sizes["matmul_params"] * batch + 4 * batch * num_layers * attended * width
+        step = [r["decode_ms_per_step"][str(batch)] for r in runtime]
+        gemm = [r["gemm_gflops"][str(batch)] for r in runtime]
+        compute_bound = 1e3 * flops / (max(gemm) * 1e9)
+        square_bound = 1e3 * flops / (max(r["gemm_gflops_square_1024"] for r in runtime) * 1e9)
+        result[f"batch_{batch}"] = {
+            "decode_ms_per_step": spread(step), "flops_per_step": flops, "gemm_gflops": spread(gemm),
+            "compute_bound_ms": compute_bound, "compute_bound_ms_square_rate": square_bound,
+            "decode_vs_read_bound": spread([ms / read_bound for ms in step]),
+            "decode_vs_compute_bound": spread([ms / compute_bound for ms in step]),
+            "decode_vs_compute_bound_square_rate": spread([ms / square_bound for ms in step])}
+    return result
+
+
 def run(args) -> dict:
+    counts = sorted(set(args.baseline_threads))
+    load = []
     with tempfile.TemporaryDirectory(prefix="regionblip-bench-") as directory:
         workdir = Path(directory)
         start = time.perf_counter()
         prepare(args.preset, workdir)
         prepare_s = time.perf_counter() - start
-        results = {engine: run_worker(engine, workdir, args) for engine in ("baseline", "onnxruntime", "torch")}
-    tokens = {engine: result.pop("tokens") for engine, result in results.items()}
-    baseline, ours = results["baseline"], results["onnxruntime"]
+        sizes = llm_graph_sizes(workdir / "bundle")
+        layout = json.loads((workdir / "bundle" / "manifest.json").read_text())["llm"]
+        rounds = []
+        for _ in range(args.rounds):
+            load.append(os.getloadavg()[0])
+            rounds.append({"onnxruntime": run_worker("onnxruntime", workdir, args, args.threads),
+                           **{f"batched@{t}": run_worker("batched", workdir, args, t) for t in counts},
+                           "per-crop": run_worker("per-crop", workdir, args, args.threads)})
+        torch_runtime = run_worker("torch", workdir, args, args.threads)
+        load.append(os.getloadavg()[0])
+    tokens = {engine: result.pop("tokens") for engine, result in rounds[0].items()} | {
+        "torch": torch_runtime.pop("tokens")}
+    for later in rounds[1:]:
+        for result in later.values():
+            del result["tokens"]
+    by_engine = {engine: [r[engine] for r in rounds] for engine in rounds[0]}
+    # The strongest peer of each round: its faster thread count in that round (a busy core hurts 2 threads most)
+    fastest = [max(counts, key=lambda t: r[f"batched@{t}"]["rois_per_s"]) for r in rounds]
+    ours = by_engine["onnxruntime"]
+    batched = [r[f"batched@{t}"] for r, t in zip(rounds, fastest)]
     return {
+        "headline": {"speedup_vs_batched_baseline": spread([a["rois_per_s"] / b["rois_per_s"]
+                                                            for a, b in zip(ours, batched)]),
+                     "onnxruntime_rois_per_s": spread([r["rois_per_s"] for r in ours]),
+                     "batched_baseline_rois_per_s": spread([r["rois_per_s"] for r in batched]),
+                     "batched_baseline_threads": fastest},
         "preset": args.preset, "regions_per_frame": args.regions, "tokens_per_region": args.tokens,
-        "frames_timed": args.frames, "threads": args.threads or os.cpu_count(), "cpu_count": os.cpu_count(),
-        "prepare_s": prepare_s,
-        "baseline": baseline, "onnxruntime": ours, "torch": results["torch"],
-        "speedup_rois_per_s": ours["rois_per_s"] / baseline["rois_per_s"],
-        "greedy_tokens_identical_onnxruntime_vs_torch": tokens["onnxruntime"] == tokens["torch"],
+        "frames_timed": args.frames, "rounds": args.rounds, "threads": args.threads or os.cpu_count(),
+        "cpu_count": os.cpu_count(), "prepare_s": prepare_s, "load_average_1min": load,
+        "onnxruntime": timing(ours),
+        "batched_baseline": {"by_threads": {t: timing(by_engine[f"batched@{t}"], threads=t) for t in counts}},
+        "per_crop_baseline": timing(by_engine["per-crop"], threads=args.threads or os.cpu_count()),
+        "torch_runtime": {"engine": torch_runtime["engine"], "rois_per_s": torch_runtime["rois_per_s"],
+                          "ms_per_frame": torch_runtime["ms_per_frame"], "rounds": 1},
+        "speedup_vs_per_crop_baseline": spread([a["rois_per_s"] / b["rois_per_s"]
+                                                for a, b in zip(ours, by_engine["per-crop"])]),
+        "token_agreement": {
+            "onnxruntime_vs_batched_baseline": agreement(tokens["onnxruntime"], tokens[f"batched@{fastest[0]}"]),
+            "batched_vs_per_crop_baseline": agreement(tokens[f"batched@{fastest[0]}"], tokens["per-crop"]),
+            "onnxruntime_vs_torch_runtime": agreement(tokens["onnxruntime"], tokens["torch"])},
+        "limits": limits(ours, sizes, args.regions, layout["num_layers"], layout["num_heads"] * layout["head_dim"]),
+        "definitions": DEFINITIONS,
     }
+
+
+def thread_counts(text: str) -> list[int]:
+    try:
+        return [int(count) for count in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of thread counts, e.g. 1,2") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench_runtime", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="bench", help="model size preset (tiny, bench)")
+    parser.add_argument("--preset", default="bench",
+                        help="model size preset: tiny, bench, bench-opt-125m (bench's ViT and Q-Former with "
+                             "OPT-125M's language model, whose vocabulary projection is a realistic share of a "
+                             "decode step), blip2-opt-2.7b")
     parser.add_argument("--regions", type=int, default=16, help="regions per frame")
     parser.add_argument("--tokens", type=int, default=20, help="tokens generated per region")
     parser.add_argument("--frames", type=int, default=3, help="frames timed after one warm-up frame")
-    parser.add_argument("--decode-steps", type=int, default=30, help="decode steps timed at batch 1")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all engines, interleaved")
+    parser.add_argument("--decode-steps", type=int, default=30, help="decode steps timed at each batch")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    parser.add_argument("--worker", choices=("baseline", "onnxruntime", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-threads", type=thread_counts, default=[1, 2],
+                        help="torch thread counts tried for the batched baseline, comma-separated (default 1,2)")
+    parser.add_argument("--worker", choices=("onnxruntime", "torch", "batched", "per-crop"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.regions < 1 or args.tokens < 1 or args.frames < 1:
-        print("tools.bench_runtime: --regions, --tokens and --frames must be at least 1", file=sys.stderr)
+    if min(args.regions, args.tokens, args.frames, args.rounds, args.decode_steps, *args.baseline_threads) < 1:
+        print("tools.bench_runtime: --regions, --tokens, --frames, --rounds, --decode-steps and --baseline-threads "
+              "must be at least 1", file=sys.stderr)
         return 2
-    if args.worker == "baseline":
-        result = run_baseline(args.workdir, args)
+    if args.worker == "batched":
+        result = run_batched(args.workdir, args)
+    elif args.worker == "per-crop":
+        result = run_per_crop(args.workdir, args)
     elif args.worker:
         result = run_describer(args.workdir, args, args.worker)
     else:
