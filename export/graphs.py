@@ -85,25 +85,60 @@ def _features_spec(name: str, model: RegionBLIP, tokens, rows: str = "batch") ->
     return TensorSpec(name, (rows, tokens, model.config.qformer_config().encoder_hidden_size), "float32")
 
 
-def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
-    """Every graph a bundle for `modalities` needs, ready to export (in eval mode)."""
+def graph_names(modalities: list[str]) -> list[str]:
+    """The graphs a bundle for `modalities` needs, in export order."""
+    names = []
+    if any(m not in POINT_MODALITIES for m in modalities):
+        names.append("vision")
+    if any(m in POINT_MODALITIES for m in modalities):
+        names.append("point_encoder")
+    return names + [f"qformer_{m}" for m in modalities] + ["llm"]
+
+
+def weight_prefixes(name: str, config) -> tuple[str, ...]:
+    """The prefixes of the RegionBLIP state-dict keys that graph `name` reads: all the exporter loads to build it.
+    A prefix missing here fails the export with the weight's name (export/external_data.py)."""
+    if name == "vision":
+        return ("vision_model.",)
+    if name == "point_encoder":
+        return ("point_encoder.", "point_adapter.")
+    if name == "llm":
+        return ("language_model.",)
+    modality = name.removeprefix("qformer_")
+    if modality not in BY_NAME:
+        raise ValueError(f"unknown graph {name!r}")
+    prefixes = ("qformer_pc." if modality in POINT_MODALITIES else "qformer.", f"query_tokens.{modality}",
+                f"language_projection.{modality}.")
+    if modality in REGION_MODALITIES:
+        prefixes += (f"region_position_embedding.{modality}.",)
+    if modality == "image_region" and config.region_feature_mask:
+        prefixes += ("region_feature_embedding",)
+    if modality == "pointcloud_region" and config.point_region_crop:
+        prefixes += ("point_encoder.", "point_adapter.")
+    return prefixes
+
+
+def build_graph(model: RegionBLIP, name: str, modalities: list[str]) -> Graph:
+    """Graph `name` of a bundle for `modalities`, ready to export (in eval mode). Only the weights of
+    weight_prefixes(name) need to be loaded in `model`."""
     config = model.config
     size, width = config.image_size, config.qformer_config().encoder_hidden_size
-    llm = config.text_config()
-    queries, prompt_width = config.num_query_tokens, llm.word_embed_proj_dim
-    graphs = []
-    if any(m not in POINT_MODALITIES for m in modalities):
-        graphs.append(Graph("vision", VisionEncoder(model),
-                            [TensorSpec("pixel_values", ("batch", 3, size, size), "float32")],
-                            [_features_spec("image_features", model, "image_tokens")],
-                            (torch.randn(2, 3, size, size),)))
-    if any(m in POINT_MODALITIES for m in modalities):
+    queries, prompt_width = config.num_query_tokens, config.text_config().word_embed_proj_dim
+    if name == "vision":
+        graph = Graph("vision", VisionEncoder(model),
+                      [TensorSpec("pixel_values", ("batch", 3, size, size), "float32")],
+                      [_features_spec("image_features", model, "image_tokens")],
+                      (torch.randn(2, 3, size, size),))
+    elif name == "point_encoder":
         num_points = max(64, 2 * config.point_num_group)
-        graphs.append(Graph("point_encoder", PointEncoder(model),
-                            [TensorSpec("points", ("batch", "num_points", 3), "float32")],
-                            [_features_spec("point_features", model, config.point_num_group + 1)],
-                            (torch.randn(2, num_points, 3),)))
-    for modality in modalities:
+        graph = Graph("point_encoder", PointEncoder(model),
+                      [TensorSpec("points", ("batch", "num_points", 3), "float32")],
+                      [_features_spec("point_features", model, config.point_num_group + 1)],
+                      (torch.randn(2, num_points, 3),))
+    elif name == "llm":
+        graph = _llm_graph(model, modalities)
+    else:
+        modality = name.removeprefix("qformer_")
         tokens = config.point_num_group + 1 if modality in POINT_MODALITIES else "image_tokens"
         frames = "frames" if modality in REGION_MODALITIES else "batch"
         inputs = [_features_spec("features", model, tokens, rows=frames)]
@@ -117,12 +152,15 @@ def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
             inputs.append(TensorSpec("points", ("frames", "num_points", 3), "float32"))
             example.append(torch.randn(2, max(64, 2 * config.point_region_crop), 3))
         rows = "regions" if modality in REGION_MODALITIES else "batch"
-        graphs.append(Graph(f"qformer_{modality}", QFormerPrompt(model, modality), inputs,
-                            [TensorSpec("soft_prompt", (rows, queries, prompt_width), "float32")], tuple(example)))
-    graphs.append(_llm_graph(model, modalities))
-    for graph in graphs:
-        graph.module.eval()
-    return graphs
+        graph = Graph(name, QFormerPrompt(model, modality), inputs,
+                      [TensorSpec("soft_prompt", (rows, queries, prompt_width), "float32")], tuple(example))
+    graph.module.eval()
+    return graph
+
+
+def build_graphs(model: RegionBLIP, modalities: list[str]) -> list[Graph]:
+    """Every graph a bundle for `modalities` needs, from one fully loaded model."""
+    return [build_graph(model, name, modalities) for name in graph_names(modalities)]
 
 
 def llm_adapters(modalities: list[str]) -> list[str]:

@@ -1,10 +1,12 @@
 """python -m export.onnx --ckpt DIR --out BUNDLE [--modalities image_region,...] [--precision fp16 | --quantize int4]
 
-Exports a RegionBLIP checkpoint to an ONNX bundle (export/bundle.py), one graph at a time: each is exported
-alone into a scratch folder, its weights gathered into a data file of its own (export/external_data.py),
-checked with onnx.checker and run in ONNX Runtime against PyTorch on fresh inputs at sizes other than the
-export's. --precision fp16 or --quantize int8/int4 then rewrites the vision and LLM graphs (export/quantize.py)
-once the PyTorch model is freed. A closing table gives each graph's size (graph and data file), export time,
+Exports a RegionBLIP checkpoint to an ONNX bundle (export/bundle.py), graph by graph: build, export, check, free.
+Each graph is built from a model holding only the weights it reads (export/checkpoint.py: the others stay on
+PyTorch's meta device), exported without its weights, its weights then written one by one into a data file of
+its own (export/external_data.py), checked with onnx.checker, and run in ONNX Runtime against PyTorch on fresh
+inputs at sizes other than the export's, after the PyTorch module is freed. At the release's size (ViT-g +
+OPT-2.7B) this keeps the process under 16 GB. --precision fp16 or --quantize int8/int4 then rewrites the vision
+and LLM graphs (export/quantize.py). A closing table gives each graph's size (graph and data file), export time,
 largest absolute difference (for a reduced-precision graph: against its own fp32 export) and the process's
 peak memory so far.
 """
@@ -20,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from contract.cli import OneLineParser
@@ -28,8 +29,9 @@ from contract.generation import RELEASE_EVALUATION, Decoding, GenerationSettings
 from contract.manifest import FORMAT_VERSION, GraphSpec, LanguageModelLayout, Manifest, Preprocess, Source, sha256
 from contract.modalities import MODALITIES
 from export.bundle import copy_tokenizer, staging_directory, write_manifest
-from export.external_data import gather_weights, graph_files
-from export.graphs import Graph, build_graphs, llm_adapters
+from export.checkpoint import CheckpointWeights
+from export.external_data import attach_weights, graph_files
+from export.graphs import Graph, build_graph, graph_names, llm_adapters, weight_prefixes
 from export.quantize import BITS, PRECISIONS, QUANTIZED_GRAPHS, reduce_precision
 from export.vision_resize import set_image_size
 from training.modeling_regionblip import RegionBLIP
@@ -71,31 +73,6 @@ def decoding_from(args) -> Decoding:
                          "give at most as many as --max-new-tokens")
     return Decoding(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                     num_beams=args.num_beams)
-
-
-def load_checkpoint(directory: Path) -> RegionBLIP:
-    """The model of a checkpoint directory; ValueError naming what is missing or damaged (its tokenizer too,
-    which the bundle copies: a runtime could not read a damaged one)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        found = "is a file, not a directory" if directory.exists() else "does not exist"
-        raise ValueError(f"checkpoint {directory} {found}: pass a directory written by save_pretrained")
-    for name in ("config.json", "model.safetensors"):
-        if not (directory / name).is_file():
-            raise ValueError(f"checkpoint {directory} has no {name}: pass a directory written by save_pretrained")
-    if not (directory / "tokenizer.json").is_file():
-        raise ValueError(f"checkpoint {directory} has no tokenizer.json: save the model with its tokenizer "
-                         "(model.save_pretrained(dir, tokenizer=...))")
-    try:
-        Tokenizer.from_file(str(directory / "tokenizer.json"))
-    except Exception as error:  # the tokenizers library raises a bare Exception
-        raise ValueError(f"checkpoint {directory} has a tokenizer.json that cannot be read ({error}): save the "
-                         "model with its tokenizer again (model.save_pretrained(dir, tokenizer=...))") from error
-    try:
-        return RegionBLIP.from_pretrained(directory).eval()
-    except Exception as error:  # a corrupt file surfaces as many different exception types
-        raise ValueError(f"checkpoint {directory} could not be loaded ({type(error).__name__}: {error}): "
-                         "re-save it with save_pretrained") from error
 
 
 def parse_modalities(text: str | None) -> list[str]:
@@ -149,21 +126,25 @@ def largest_difference(outputs, expected) -> float:
     return max(float(np.abs(np.asarray(out, np.float64) - ref).max()) for out, ref in zip(outputs, expected))
 
 
-def export_graph(graph: Graph, staging: Path, vocab_size: int) -> tuple[Path, dict, list[np.ndarray], float]:
-    """Export one graph into staging as <name>.onnx + <name>.onnx.data and check it: (its path, the check's
-    feeds, PyTorch's outputs on them, the largest |ONNX Runtime - PyTorch|)."""
+def export_graph(graph: Graph, staging: Path, vocab_size: int) -> tuple[Path, dict, list[np.ndarray]]:
+    """Export one graph into staging as <name>.onnx + <name>.onnx.data, check it with onnx.checker, and run
+    PyTorch on fresh inputs: (its path, those feeds, PyTorch's outputs). The caller frees the module before
+    ONNX Runtime loads the graph, so that the two copies of its weights are never held at once."""
     import onnx
 
-    scratch = staging / f".{graph.name}.scratch"  # torch may write one file per weight: keep them apart
+    scratch = staging / f".{graph.name}.scratch"
     scratch.mkdir()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values; parity below is the real check
+            # The graph alone: weights become named inputs that attach_weights turns into initializers, one at a
+            # time (the exporter's own folding would hold every weight three times over).
             torch.onnx.export(graph.module, graph.example, str(scratch / f"{graph.name}.onnx"),
                               input_names=[s.name for s in graph.inputs],
                               output_names=[s.name for s in graph.outputs], dynamic_axes=graph.dynamic_axes(),
-                              opset_version=OPSET, dynamo=False)
-        path = gather_weights(scratch / f"{graph.name}.onnx", staging)[0]
+                              opset_version=OPSET, dynamo=False, export_params=False, do_constant_folding=False)
+        weights = dict(graph.module.named_parameters()) | dict(graph.module.named_buffers())
+        path = attach_weights(scratch / f"{graph.name}.onnx", weights, staging)[0]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     graph.module.eval()  # export restores the wrapper's own (training) mode onto every submodule
@@ -173,7 +154,7 @@ def export_graph(graph: Graph, staging: Path, vocab_size: int) -> tuple[Path, di
     with torch.no_grad():
         expected = graph.module(*inputs)
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
-    return path, feeds, expected, largest_difference(run_graph(path, feeds), expected)
+    return path, feeds, expected
 
 
 def files_mb(path: Path) -> float:
@@ -202,35 +183,38 @@ def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: 
         raise ValueError(f"--out {out} is a file: give the bundle's directory (replaced if present)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    model = load_checkpoint(checkpoint)
-    if image_size is not None:
-        set_image_size(model, image_size)
+    source = CheckpointWeights(checkpoint)
     checkpoint, out = Path(checkpoint), Path(out)
+
+    def model_for(name: str | None) -> RegionBLIP:
+        """The model with graph `name`'s weights loaded (none for None), at the export's image size."""
+        model = source.model(weight_prefixes(name, source.config) if name else ())
+        if image_size is not None:
+            set_image_size(model, image_size)
+        return model
+
+    model = model_for(None)  # weightless: its config and generation settings
     generation = generation_defaults(model, decoding)
-    vocab_size = model.config.text_config().vocab_size
-    image_size = model.config.image_size
-    object_num_points, scene_num_points = model.config.object_num_points, model.config.scene_num_points
-    rows, checks = [], {}
+    config, text = model.config, model.config.text_config()
+    rows, checks, manifest_graphs = [], {}, {}
     with staging_directory(out) as staging:
-        graphs = build_graphs(model, modalities)
-        manifest_graphs = {}
-        for graph in tqdm(graphs, desc="export", unit="graph", disable=None if show_progress else True):
+        for name in tqdm(graph_names(modalities), desc="export", unit="graph",
+                         disable=None if show_progress else True):
             start = time.perf_counter()
-            path, feeds, expected, error = export_graph(graph, staging, vocab_size)
+            graph = build_graph(model_for(name), name, modalities)
+            path, feeds, expected = export_graph(graph, staging, text.vocab_size)
+            manifest_graphs[name] = GraphSpec(file=path.name, inputs=list(graph.inputs), outputs=list(graph.outputs))
+            del graph  # and with it the model: its weights are in the data file now
+            gc.collect()
+            error = largest_difference(run_graph(path, feeds), expected)
             if error > PARITY_TOLERANCE:
-                raise RuntimeError(f"graph {graph.name}: ONNX Runtime differs from PyTorch by {error:.2e} "
+                raise RuntimeError(f"graph {name}: ONNX Runtime differs from PyTorch by {error:.2e} "
                                    f"(> {PARITY_TOLERANCE}): the export is wrong, please report it")
-            rows.append((graph.name, "fp32", files_mb(path), time.perf_counter() - start, error, peak_rss_gb()))
-            manifest_graphs[graph.name] = GraphSpec(file=path.name, inputs=list(graph.inputs),
-                                                    outputs=list(graph.outputs))
-            if graph.name in QUANTIZED_GRAPHS and precision != "fp32":
-                checks[graph.name] = (feeds, expected)
+            rows.append((name, "fp32", files_mb(path), time.perf_counter() - start, error, peak_rss_gb()))
+            if name in QUANTIZED_GRAPHS and precision != "fp32":
+                checks[name] = (feeds, expected)
         copy_tokenizer(checkpoint, staging)
-        text = model.config.text_config()
         adapters = llm_adapters(modalities)
-        config = model.config.to_dict()
-        del graphs, model  # the reduced-precision rewrite below holds one graph at a time, not the model too
-        gc.collect()
         for name, (feeds, expected) in checks.items():
             start, path = time.perf_counter(), staging / manifest_graphs[name].file
             reduce_precision(path, precision)
@@ -238,10 +222,10 @@ def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: 
             rows.append((name, precision, files_mb(path), time.perf_counter() - start, error, peak_rss_gb()))
         write_manifest(staging, Manifest(
             format=FORMAT_VERSION,
-            model=config,
+            model=config.to_dict(),
             modalities=modalities,
-            preprocess=Preprocess(image_size=image_size, object_num_points=object_num_points,
-                                  scene_num_points=scene_num_points),
+            preprocess=Preprocess(image_size=config.image_size, object_num_points=config.object_num_points,
+                                  scene_num_points=config.scene_num_points),
             generation=generation,
             llm=LanguageModelLayout(
                 stacked=len(modalities) > 1, adapters=adapters,

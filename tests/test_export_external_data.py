@@ -6,7 +6,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from export.external_data import ALIGNMENT, gather_weights, graph_files
+from export.external_data import ALIGNMENT, attach_weights, gather_weights, graph_files
 
 
 class Affine(torch.nn.Module):
@@ -87,3 +87,54 @@ def test_a_weight_file_cut_short_is_an_error_naming_it(tmp_path):
     weight_file.write_bytes(weight_file.read_bytes()[:100])
     with pytest.raises(ValueError, match="ends .* bytes early"):
         gather_weights(tmp_path / "scratch" / "g.onnx", tmp_path)
+
+
+class Tied(torch.nn.Module):
+    """One weight used transposed (a Linear), as it is (a gather), and once more under a second name."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.linear = torch.nn.Linear(64, 64)
+        self.alias = self.linear.weight
+
+    def forward(self, x, ids):
+        return self.linear(x) + self.linear.weight[ids] + x @ self.alias
+
+
+def export_graph_alone(module, args, path, input_names):
+    torch.onnx.export(module, args, str(path), input_names=input_names, output_names=["y"], dynamo=False,
+                      export_params=False, do_constant_folding=False)
+
+
+def test_weights_attached_one_by_one_fold_the_transposes_and_match_torch(tmp_path):
+    (tmp_path / "out").mkdir()
+    module = Tied().eval()
+    x, ids = torch.randn(3, 64), torch.tensor([1, 5, 63])
+    export_graph_alone(module, (x, ids), tmp_path / "g.onnx", ["x", "ids"])
+    weights = dict(module.named_parameters(remove_duplicate=False))
+    files = attach_weights(tmp_path / "g.onnx", weights, tmp_path / "out")
+    graph = onnx.load(str(files[0]), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["x", "ids"]
+    initializers = {i.name for i in graph.initializer}
+    assert not [n for n in graph.node if n.op_type in ("Transpose", "Identity") and n.input[0] in initializers]
+    matmul_weights = [n.input[1] for n in graph.node if n.op_type == "MatMul"]
+    assert matmul_weights and set(matmul_weights) <= initializers  # what MatMulNBits needs to quantize them
+    session = onnxruntime.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = module(x, ids).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy(), "ids": ids.numpy()})[0], expected, atol=1e-5)
+    model = onnx.load(str(files[0]), load_external_data=False)
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            assert int({e.key: e.value for e in tensor.external_data}["offset"]) % ALIGNMENT == 0
+
+
+def test_a_weight_left_on_the_meta_device_is_named(tmp_path):
+    (tmp_path / "out").mkdir()
+    module = Affine(0).eval()
+    export_graph_alone(module, (torch.randn(2, 64),), tmp_path / "g.onnx", ["x"])
+    weights = dict(module.named_parameters())
+    weights["linear.weight"] = torch.empty(64, 64, device="meta")
+    with pytest.raises(ValueError, match="uses linear.weight, which was not loaded"):
+        attach_weights(tmp_path / "g.onnx", weights, tmp_path / "out")

@@ -1,5 +1,6 @@
 """python -m export.onnx writes a bundle whose graphs compute what the PyTorch model computes."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -158,15 +159,23 @@ def test_a_single_modality_bundle_merges_the_adapter_into_the_llm(tiny_checkpoin
 
 @pytest.mark.parametrize("problem, args, message", [
     ("missing checkpoint", ["--ckpt", "{tmp}/nowhere"], "does not exist"),
-    ("corrupt checkpoint", ["--ckpt", "{corrupt}"], "could not be loaded"),
+    ("corrupt checkpoint", ["--ckpt", "{corrupt}"], "model.safetensors that cannot be read"),
+    ("truncated checkpoint", ["--ckpt", "{truncated}"], "model.safetensors that cannot be read"),
+    ("checkpoint of another config", ["--ckpt", "{mismatched}"], "does not match its config.json"),
     ("unknown modality", ["--modalities", "image_region,sonar"], "unknown modalities ['sonar']"),
 ])
 def test_bad_input_gives_one_line_a_nonzero_exit_and_no_bundle(tiny_checkpoint, tmp_path, capsys, problem, args,
                                                                message):
     corrupt = shutil.copytree(tiny_checkpoint, tmp_path / "corrupt")
     (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
+    truncated = shutil.copytree(tiny_checkpoint, tmp_path / "truncated")
+    os.truncate(truncated / "model.safetensors", (truncated / "model.safetensors").stat().st_size - 100)
+    mismatched = shutil.copytree(tiny_checkpoint, tmp_path / "mismatched")
+    config = json.loads((mismatched / "config.json").read_text())
+    config["text"]["num_hidden_layers"] += 1
+    (mismatched / "config.json").write_text(json.dumps(config))
     argv = ["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "out")]
-    argv += [a.format(tmp=tmp_path, corrupt=corrupt) for a in args]
+    argv += [a.format(tmp=tmp_path, corrupt=corrupt, truncated=truncated, mismatched=mismatched) for a in args]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("export.onnx: ") and message in err[0]
@@ -206,3 +215,44 @@ def test_an_image_size_off_the_patch_grid_is_refused_before_exporting(tiny_check
     assert "image size 50 is not a multiple of the vision model's patch size 8: choose one that is, such as 48 or " \
            "56" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def two_large_graphs_config():
+    """The tiny config with a ViT and an OPT of about 2.2 GB each: both graphs past protobuf's 2 GB limit."""
+    from tests.tiny_checkpoint import tiny_config
+
+    config = tiny_config()
+    config.vision.update(hidden_size=1408, intermediate_size=6144, num_hidden_layers=22, num_attention_heads=16)
+    config.qformer.update(encoder_hidden_size=1408)
+    config.text.update(hidden_size=2048, word_embed_proj_dim=2048, ffn_dim=8192, num_hidden_layers=9,
+                       num_attention_heads=16)
+    return config
+
+
+@pytest.mark.slow
+def test_a_bundle_with_two_graphs_over_2_gb_loads_and_both_agree_with_pytorch(tmp_path):
+    from tests.tiny_checkpoint import _tokenizer
+
+    torch.manual_seed(0)
+    model = RegionBLIP(two_large_graphs_config()).eval()
+    model.save_pretrained(tmp_path / "checkpoint", tokenizer=_tokenizer())
+    assert main(["--ckpt", str(tmp_path / "checkpoint"), "--out", str(tmp_path / "bundle"),
+                 "--modalities", "image_region"]) == 0  # its own parity check ran on every graph
+    data = {path.name: path.stat().st_size for path in (tmp_path / "bundle").glob("*.onnx.data")}
+    assert data["vision.onnx.data"] > 2**31 and data["llm.onnx.data"] > 2**31
+    assert sorted(path.name for path in (tmp_path / "bundle").iterdir() if path.suffix in (".onnx", ".data")) == [
+        "llm.onnx", "llm.onnx.data", "qformer_image_region.onnx", "qformer_image_region.onnx.data", "vision.onnx",
+        "vision.onnx.data"]
+    bundle = load_bundle(tmp_path / "bundle", verify="full")
+    engine = GraphEngine(bundle, OnnxRunner(bundle))
+    size = model.config.image_size
+    frames = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    boxes, frame_index = torch.tensor([[0.1, 0.1, 0.6, 0.5], [0.3, 0.2, 0.9, 0.9]]), torch.tensor([0, 0])
+    eos = model.config.newline_token_id
+    expected = model.generate("image_region", pixel_values=frames, boxes=boxes, frame_index=frame_index, num_beams=1,
+                              max_new_tokens=4, min_new_tokens=4, eos_token_id=eos)
+    settings = GenerationSettings(bos_token_id=model.config.text_config().bos_token_id, eos_token_id=eos,
+                                  pad_token_id=model.config.text_config().pad_token_id, max_new_tokens=4,
+                                  min_new_tokens=4)
+    decoded, _ = engine.generate("image_region", frames.numpy(), settings, boxes.numpy(), frame_index.numpy())
+    assert [list(row.token_ids) for row in decoded] == expected.token_ids.tolist()

@@ -86,26 +86,10 @@ def frames_and_boxes(count: int, regions: int, seed: int = 0) -> tuple[list[np.n
 
 def prepare(preset: str, workdir: Path) -> None:
     """A random checkpoint at the preset's sizes with a tokenizer of its vocabulary, and its ONNX bundle."""
-    import torch
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
     from export.onnx import main as export_main
-    from training.config import RegionBLIPConfig
-    from training.modeling_regionblip import RegionBLIP
+    from tools.random_checkpoint import write_random_checkpoint
 
-    torch.manual_seed(0)
-    config = RegionBLIPConfig.preset(preset)
-    model = RegionBLIP(config).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.02)
-    vocab = {f"w{i}": i for i in range(config.text_config().vocab_size)}
-    vocab.update({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
-                                        bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    model.save_pretrained(workdir / "checkpoint", tokenizer=tokenizer)
+    write_random_checkpoint(preset, workdir / "checkpoint")
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
         code = export_main(["--ckpt", str(workdir / "checkpoint"), "--out", str(workdir / "bundle"),
                             "--modalities", "image_region,pointcloud_region"])
