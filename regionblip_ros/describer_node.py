@@ -71,8 +71,8 @@ PARAMETERS = {
     "bundle": ("bundles/default", "exported model bundle directory (python -m export.onnx)"),
     "backend": ("onnxruntime", "inference backend: onnxruntime | tensorrt | torch"),
     "device": ("cpu", "inference device: cpu | cuda"),
-    "threads": (0, "ONNX Runtime intra-op threads; 0 = its default (all cores). 1 is often fastest for "
-                   "small models on few cores"),
+    "threads": (0, "ONNX Runtime intra-op threads; 0 = the count measured for the bundle on this machine "
+                   "(python -m runtime.cli --bundle B --tune-threads), else ONNX Runtime's default (all cores)"),
     "enable_camera": (True, "subscribe image + regions_2d"),
     "enable_lidar": (True, "subscribe points + regions_3d"),
     "max_regions": (32, "regions described per frame; extra regions are dropped and counted"),

@@ -5,6 +5,7 @@
     python -m runtime.cli --bundle B --points object.npy          (the whole object)
     python -m runtime.cli --bundle B --image img.png              (the whole image)
     python -m runtime.cli --bundle B --verify                     (hash every file of the bundle, then exit)
+    python -m runtime.cli --bundle B --tune-threads               (measure the fastest thread count, keep it)
 """
 import argparse
 import math
@@ -17,6 +18,7 @@ from contract.boxes import box_corners, yaw_to_matrix
 from contract.cli import OneLineParser
 from runtime.bundle import FULL, QUICK, load_bundle
 from runtime.describer import BACKENDS, Describer
+from runtime.threads import THREADS_NAME, tune_threads
 
 
 def _numbers(text: str, counts: tuple[int, ...], example: str) -> list[float]:
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hash every file against the manifest (sha256) before describing; without an image or "
                              "points, only verify. Ordinary loads check sizes and times against the last full "
                              "verification")
+    parser.add_argument("--tune-threads", action="store_true",
+                        help="time a typical call at 1 .. all cores and keep the fastest count in the bundle "
+                             "(.threads.json), which later loads on this machine use; then exit")
     return parser
 
 
@@ -152,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify and args.image is None and args.points is None:
             files = len(load_bundle(args.bundle, verify=FULL).manifest.files)
             print(f"bundle {args.bundle}: all {files} files match their sha256 in the manifest")
+            return 0
+        if args.tune_threads:
+            load_bundle(args.bundle)  # a bad bundle is one line, before any timing
+            record = tune_threads(args.bundle)
+            timings = ", ".join(f"{count}: {ms:.1f} ms" for count, ms in record["ms"].items())
+            print(f"bundle {args.bundle}: {record['threads']} thread(s) is fastest here ({timings}); kept in "
+                  f"{args.bundle / THREADS_NAME}")
             return 0
         lines = describe(args)
     except ValueError as error:  # a bad argument, and BundleError, are ValueErrors

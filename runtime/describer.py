@@ -55,7 +55,9 @@ class Describer:
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu",
                     threads: int | None = None, verify: str = QUICK) -> "Describer":
-        """A describer over an exported bundle (python -m export.onnx / export.trt); `verify` as load_bundle's."""
+        """A describer over an exported bundle (python -m export.onnx / export.trt); `verify` as load_bundle's.
+        `threads` (ONNX Runtime's intra-op threads): None takes the count measured for this bundle on this machine
+        (runtime/threads.py, python -m runtime.cli --tune-threads), else ONNX Runtime's default (all cores)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         bundle = load_bundle(path, verify=verify)
@@ -68,6 +70,8 @@ class Describer:
             runner = TensorRTRunner(bundle, device=device)
         else:
             from runtime.onnx_runner import OnnxRunner
+            from runtime.threads import recorded_threads
+            threads = threads or (recorded_threads(bundle.path) if device == "cpu" else None)
             runner = OnnxRunner(bundle, device=device, threads=threads)
         return cls._from_manifest(GraphEngine(bundle, runner), bundle)
 
