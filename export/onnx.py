@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the graphs' inputs and outputs fp32)")
     parser.add_argument("--quantize", choices=tuple(BITS), default=None,
                         help="weight-only, block-wise quantization of the vision and LLM graphs' MatMul weights "
-                             "(ONNX Runtime's MatMulNBits; activations stay fp32)")
+                             "(ONNX Runtime's MatMulNBits; activations stay fp32). -a8: the kernels also multiply "
+                             "in int8, activations quantized per block: faster when compute-bound, less exact")
     return parser
 
 

@@ -2,7 +2,10 @@
 
 int8 / int4: weight-only, block-wise, symmetric quantization of the constant weight of every MatMul in the
     vision encoder and the LLM (ONNX Runtime's MatMulNBitsQuantizer, round-to-nearest; MatMulNBits kernels).
-    Activations, norms, softmax and the KV cache stay fp32. The Q-Former and the point encoder stay fp32 as
+    Activations, norms, softmax and the KV cache stay fp32: the kernels dequantize weights and multiply in fp32.
+int8-a8 / int4-a8: the same weights, but the kernels also quantize each activation block to int8 and multiply in
+    int8 (MatMulNBits accuracy_level 4: VNNI / AVX512 dot products on x86, dot-product instructions on ARM),
+    which pays when decoding is compute-bound (many regions in one batch on few cores), at some accuracy. The Q-Former and the point encoder stay fp32 as
     a whole: they are small, and the Q-Former is where transformers keeps fp32 too.
 fp16: float weights and activations of the same two graphs in fp16 (ONNX Runtime's float16 converter), with
     Softmax and the graphs' inputs and outputs kept fp32. LayerNormalization runs on fp16 tensors but computes
@@ -16,7 +19,8 @@ from pathlib import Path
 from export.external_data import gather_weights, graph_files
 
 QUANTIZED_GRAPHS = ("vision", "llm")
-BITS = {"int8": 8, "int4": 4}
+BITS = {"int8": 8, "int4": 4, "int8-a8": 8, "int4-a8": 4}
+INT8_COMPUTE = 4  # MatMulNBits accuracy_level: int8 activations
 BLOCK_SIZE = 32
 FP32_OPS = ("Softmax",)
 PRECISIONS = ("fp32", "fp16", *BITS)
@@ -35,7 +39,8 @@ def reduce_precision(graph_path: Path, precision: str) -> list[Path]:
         if precision == "fp16":
             model = _to_fp16(onnx.load(str(graph_path)))
         else:
-            model = _to_nbits(str(graph_path), BITS[precision])
+            level = INT8_COMPUTE if precision.endswith("-a8") else None
+            model = _to_nbits(str(graph_path), BITS[precision], level)
         onnx.save_model(model, str(scratch_graph), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=scratch_graph.name + ".weights", size_threshold=1024)
         del model
@@ -44,11 +49,11 @@ def reduce_precision(graph_path: Path, precision: str) -> list[Path]:
         return gather_weights(scratch_graph, graph_path.parent)
 
 
-def _to_nbits(path: str, bits: int):
+def _to_nbits(path: str, bits: int, accuracy_level: int | None):
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(path, bits=bits, block_size=BLOCK_SIZE, is_symmetric=True,
-                                     op_types_to_quantize=("MatMul",))
+                                     accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",))
     quantizer.process()
     return quantizer.model.model
 

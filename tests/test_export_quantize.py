@@ -17,7 +17,7 @@ SCENE = RNG.normal(size=(400, 3)).astype(np.float32)
 CORNERS = box_corners(np.array([[0, 0, 0]]), np.array([[1, 1, 1]]), yaw_to_matrix(np.array([0.3])))
 
 
-@pytest.fixture(scope="module", params=["fp16", "int8", "int4"])
+@pytest.fixture(scope="module", params=["fp16", "int8", "int4", "int4-a8"])
 def variant(request, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("variants") / request.param
     flag = ["--precision", "fp16"] if request.param == "fp16" else ["--quantize", request.param]
@@ -56,7 +56,9 @@ def test_quantized_graphs_have_no_fp32_matmul_weight_left_and_fp16_graphs_no_fp3
             assert matmul_weights and all(weights[w] == onnx.TensorProto.FLOAT16 for w in matmul_weights)
         else:
             assert matmul_weights == []
-            assert "MatMulNBits" in {n.op_type for n in model.graph.node}
+            nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+            levels = {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} or {0}
+            assert nbits and levels == ({4} if precision.endswith("-a8") else {0})  # 4: int8 activations
 
 
 def test_quantize_and_fp16_together_are_refused(tiny_checkpoint, tmp_path, capsys):
