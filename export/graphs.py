@@ -4,7 +4,9 @@ vision          pixel_values (B, 3, S, S)                            -> image_fe
 point_encoder   points (B, N, 3)                                     -> point_features (B, 1 + G, W)
 qformer_<m>     features (F, L, W) [, boxes (R, k), frame_index (R,)] -> soft_prompt (R, Q, D)
                 [, points (F, N, 3): point regions with point_region_crop]
-llm             prefix_embeds, input_ids [, adapter_ids], past_*     -> logits (B, V), present_*
+llm             prefix_embeds, input_ids, log_prob_bias (V,) [, adapter_ids], past_*
+                                                                     -> logits (B, V), top_log_probs (B, K),
+                                                                        top_ids (B, K), present_*
 
 The point encoder keeps FPS + kNN grouping inside the graph (see export/README.md for the
 measurement behind that choice). Q-Former graphs carry their modality's LoRA merged into the
@@ -20,7 +22,8 @@ from torch import nn
 from contract.manifest import TensorSpec
 from contract.modalities import BOX_DIMS, BY_NAME, POINT_MODALITIES, REGION_MODALITIES
 from export.lora import merged_copy
-from export.llm import ExportableOPT
+from export.llm import TOP_K, ExportableOPT, top_tokens
+from export.qformer import FramewiseRegionPrompt
 from training.modeling_regionblip import RegionBLIP
 from training.region_prompt import RegionPrompt
 
@@ -56,29 +59,33 @@ class PointEncoder(nn.Module):
 
 
 class QFormerPrompt(nn.Module):
-    """Frame features (+ boxes) -> the modality's soft prompt: the model's RegionPrompt, with its LoRA merged in."""
+    """Frame features (+ boxes) -> the modality's soft prompt: the model's RegionPrompt, with its LoRA merged in;
+    for regions, its cross-attention keys and values projected once per frame (export/qformer.py)."""
 
     def __init__(self, model: RegionBLIP, modality: str):
         super().__init__()
         adapter = BY_NAME[modality].adapter
-        self.prompt = RegionPrompt(model, modality, qformer=merged_copy(model.qformer_for(modality), adapter))
+        prompt = RegionPrompt(model, modality, qformer=merged_copy(model.qformer_for(modality), adapter))
+        self.prompt = FramewiseRegionPrompt(prompt) if modality in REGION_MODALITIES else prompt
 
     def forward(self, features, boxes=None, frame_index=None, points=None):
         return self.prompt(features, boxes, frame_index, points)[1]  # (R, Q, D)
 
 
 class LanguageModel(nn.Module):
-    """ExportableOPT with flat positional arguments, as ONNX export wants them."""
+    """ExportableOPT with flat positional arguments, as ONNX export wants them, and the next tokens ranked in the
+    graph (export/llm.py top_tokens), so that the decoder reads K candidates per row instead of the logits."""
 
     def __init__(self, model: RegionBLIP, adapters: list[str], stacked: bool):
         super().__init__()
         self.opt = ExportableOPT(model.language_model, adapters, stacked)
         self.stacked = self.opt.stacked
 
-    def forward(self, prefix_embeds, input_ids, *rest):
+    def forward(self, prefix_embeds, input_ids, log_prob_bias, *rest):
         adapter_ids, past = (rest[0], rest[1:]) if self.stacked else (None, rest)
         logits, present = self.opt(prefix_embeds, input_ids, list(past), adapter_ids)
-        return (logits, *present)
+        top_log_probs, top_ids = top_tokens(logits, log_prob_bias)
+        return (logits, top_log_probs, top_ids, *present)
 
 
 def _features_spec(name: str, model: RegionBLIP, tokens, rows: str = "batch") -> TensorSpec:
@@ -174,8 +181,10 @@ def _llm_graph(model: RegionBLIP, modalities: list[str]) -> Graph:
     adapters = llm_adapters(modalities)
     module = LanguageModel(model, adapters, stacked=len(modalities) > 1)
     inputs = [TensorSpec("prefix_embeds", ("batch", "prefix", config.word_embed_proj_dim), "float32"),
-              TensorSpec("input_ids", ("batch", "tokens"), "int64")]
-    example = [torch.randn(2, 3, config.word_embed_proj_dim), torch.tensor([[2, 5], [2, 6]])]
+              TensorSpec("input_ids", ("batch", "tokens"), "int64"),
+              TensorSpec("log_prob_bias", (config.vocab_size,), "float32")]
+    example = [torch.randn(2, 3, config.word_embed_proj_dim), torch.tensor([[2, 5], [2, 6]]),
+               torch.zeros(config.vocab_size)]
     if module.stacked:
         inputs.append(TensorSpec("adapter_ids", ("batch",), "int64"))
         example.append(torch.tensor([0, len(module.opt.adapters)]))
@@ -185,5 +194,8 @@ def _llm_graph(model: RegionBLIP, modalities: list[str]) -> Graph:
             past.append(TensorSpec(f"past_{kind}_{layer}", ("batch", heads, "past", head_dim), "float32"))
             present.append(TensorSpec(f"present_{kind}_{layer}", ("batch", heads, "total", head_dim), "float32"))
     example += [torch.randn(2, heads, 4, head_dim) for _ in past]
-    outputs = [TensorSpec("logits", ("batch", config.vocab_size), "float32")] + present
+    top_k = min(TOP_K, config.vocab_size)
+    outputs = [TensorSpec("logits", ("batch", config.vocab_size), "float32"),
+               TensorSpec("top_log_probs", ("batch", top_k), "float32"),
+               TensorSpec("top_ids", ("batch", top_k), "int64")] + present
     return Graph("llm", module, inputs + past, outputs, tuple(example))

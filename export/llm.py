@@ -9,6 +9,13 @@ Inputs: prefix_embeds (B, P, D) placed before the embeddings of input_ids (B, T)
 prompt and BOS; decode: P = 0 and the last token), optional adapter_ids (B,). Output: the logits of
 the last position (B, V): generation never needs the others.
 
+The decoder needs only the likeliest few next tokens, so the graph ranks them itself (top_tokens, called by
+export/graphs.py's LanguageModel):
+log_softmax over the vocabulary plus log_prob_bias (V,) (0, or -inf for a token the decoder forbids) picks
+the TOP_K best (equal values: lower id first, as ONNX TopK and numpy's argmax), returned as top_ids (B, K)
+with their unbiased log-probs top_log_probs (B, K). The (B, V) logits stay an output for consumers that
+want the whole distribution.
+
 LoRA: with one modality its adapter is merged into q_proj/v_proj (W + scale * B @ A). With several,
 the base weights stay once and every adapter is stacked; `adapter_ids` picks one per batch row, and
 the id len(adapters) means no adapter (the plain image modality), so camera and LiDAR regions of
@@ -19,6 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.lora import StackedLoRALinear, merged_linear
+
+# Candidates the graph ranks per row. Beam search takes 2 x num_beams per beam, so this serves up to 8 beams;
+# a fixed size, so that TensorRT can build the TopK.
+TOP_K = 16
 
 
 class ExportableOPT(nn.Module):
@@ -128,3 +139,12 @@ class ExportableOPT(nn.Module):
     def empty_past(self, batch: int, dtype=torch.float32) -> list[torch.Tensor]:
         shape = (batch, self.num_heads, 0, self.head_dim)
         return [torch.zeros(shape, dtype=dtype) for _ in range(2 * len(self.layers))]
+
+
+def top_tokens(logits: torch.Tensor, log_prob_bias: torch.Tensor, k: int = TOP_K):
+    """The k best next tokens under log_softmax(logits) + log_prob_bias, best first: (their unbiased log-probs
+    (B, k), their ids (B, k)). The score of a description is taken under the model's own distribution, so the
+    bias only ranks (no renormalisation)."""
+    log_probs = logits.log_softmax(-1)  # (B, V)
+    top_ids = (log_probs + log_prob_bias).topk(min(k, logits.shape[-1]), dim=-1).indices  # (B, K)
+    return log_probs.gather(-1, top_ids), top_ids

@@ -5,11 +5,14 @@ int8 / int4: weight-only, block-wise, symmetric quantization of the constant wei
     Activations, norms, softmax and the KV cache stay fp32: the kernels dequantize weights and multiply in fp32.
 int8-a8 / int4-a8: the same weights, but the kernels also quantize each activation block to int8 and multiply in
     int8 (MatMulNBits accuracy_level 4: VNNI / AVX512 dot products on x86, dot-product instructions on ARM),
-    which pays when decoding is compute-bound (many regions in one batch on few cores), at some accuracy. The Q-Former and the point encoder stay fp32 as
-    a whole: they are small, and the Q-Former is where transformers keeps fp32 too.
+    which pays when decoding is compute-bound (many regions in one batch on few cores), at some accuracy.
+    The Q-Former and the point encoder stay fp32 as a whole: they are small, and the Q-Former is where
+    transformers keeps fp32 too.
 fp16: float weights and activations of the same two graphs in fp16 (ONNX Runtime's float16 converter), with
     Softmax and the graphs' inputs and outputs kept fp32. LayerNormalization runs on fp16 tensors but computes
-    its mean and variance in fp32 (its stash_type); blocking it as well leaves its fp16 scale mistyped.
+    its mean and variance in fp32 (its stash_type); blocking it as well leaves its fp16 scale mistyped. The
+    LLM's LogSoftmax over the vocabulary runs in fp16 too (its ranked log-probs differ from fp32's by up to
+    2e-3); blocking it leaves the bias Add after it mistyped.
 
 Only the weights need quantizing, so no calibration data (and no GPU) is involved.
 """

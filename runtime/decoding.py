@@ -6,6 +6,11 @@ many tokens exist, and beam search ranks hypotheses by sum of log-probs / length
 (length_penalty 1). A description's score is the mean log-prob, under the model's unmodified
 distribution, of its tokens up to and including the stop token: the same score the torch
 reference reports.
+
+A step answers with each row's few best next tokens, not the whole vocabulary: greedy takes the best,
+beam search each beam's best 2 x num_beams, which hold the best 2 x num_beams of all its row's
+beam x vocabulary candidates. The bundle's llm graph ranks them itself; rank_logits computes the same
+from logits, for steps that only have those.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,14 +22,20 @@ from contract.generation import GenerationSettings
 
 
 class LanguageModelStep(Protocol):
-    """One forward pass of the LLM with a KV cache.
+    """One forward pass of the LLM with a KV cache, answering with the best next tokens.
 
-    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T);
-    returns the logits of the last position (B, V) and the grown cache. `past` is None on the
-    first call; `reorder(past, rows)` selects cache rows for beam search.
+    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T). The
+    next tokens are ranked by the last position's log_softmax plus log_prob_bias (V,) (0, or -inf
+    for a token decoding forbids), best first, equal values lower id first. top_tokens returns at
+    least k of them per row, (their unbiased log-probs (B, C), their ids (B, C)) with C >= k (or
+    the whole vocabulary when it is smaller), and the grown cache. `past` is None on the first
+    call; `reorder(past, rows)` selects cache rows for beam search.
     """
 
-    def __call__(self, prefix_embeds: np.ndarray, input_ids: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
+    vocab_size: int
+
+    def top_tokens(self, prefix_embeds: np.ndarray, input_ids: np.ndarray, past: Any, log_prob_bias: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray, Any]: ...
 
     def reorder(self, past: Any, rows: np.ndarray) -> Any: ...
 
@@ -49,6 +60,22 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def rank_logits(logits: np.ndarray, log_prob_bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best next tokens of each row of logits (B, V), ranked as LanguageModelStep ranks them: (their
+    unbiased log-probs (B, k), their ids (B, k)). What the llm graph's top_log_probs and top_ids hold, for
+    steps that have only logits."""
+    log_probs = log_softmax(logits)  # (B, V)
+    ranked = log_probs + log_prob_bias
+    k = min(k, ranked.shape[-1])
+    kth = -np.partition(-ranked, k - 1, axis=-1)[:, k - 1:k]  # (B, 1): each row's k-th best value
+    rows, ids = np.nonzero(ranked >= kth)  # every token that may rank in the top k, ties at the k-th included
+    order = np.lexsort((ids, -ranked[rows, ids], rows))  # by row, then best first, then lower id first
+    rows, ids = rows[order], ids[order]
+    first = np.searchsorted(rows, np.arange(len(ranked)))  # where each row's tokens start
+    top_ids = ids[first[:, None] + np.arange(k)].astype(np.int64)  # (B, k)
+    return np.take_along_axis(log_probs, top_ids, axis=-1), top_ids
+
+
 def decode(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings,
            cancelled: Callable[[], bool] = never) -> list[Decoded]:
     """Describe each row of prompt (R, Q, D); R may be 0. `cancelled` is asked before every LLM step; when it
@@ -65,42 +92,45 @@ class _Cancellable:
 
     def __init__(self, step: LanguageModelStep, cancelled: Callable[[], bool]):
         self.step, self.cancelled = step, cancelled
+        self.vocab_size = step.vocab_size
 
-    def __call__(self, prefix_embeds, input_ids, past):
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
         if self.cancelled():
             raise Cancelled("describing was cancelled between decode steps (the describer is shutting down)")
-        return self.step(prefix_embeds, input_ids, past)
+        return self.step.top_tokens(prefix_embeds, input_ids, past, log_prob_bias, k)
 
     def reorder(self, past, rows):
         return self.step.reorder(past, rows)
 
 
-def _forbid_stop(log_probs: np.ndarray, generated: int, settings: GenerationSettings) -> np.ndarray:
-    if generated < settings.min_new_tokens:
-        log_probs = log_probs.copy()
-        log_probs[..., settings.eos_token_id] = -np.inf
-    return log_probs
+def _stop_bias(vocab_size: int, settings: GenerationSettings) -> Callable[[int], np.ndarray]:
+    """The log_prob_bias of the step that chooses token number `generated` (from 0): -inf for the stop token
+    while fewer than min_new_tokens tokens exist."""
+    allowed = np.zeros(vocab_size, dtype=np.float32)
+    forbidden = allowed.copy()
+    forbidden[settings.eos_token_id] = -np.inf
+    return lambda generated: forbidden if generated < settings.min_new_tokens else allowed
 
 
 def _greedy(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
     rows = len(prompt)
+    bias = _stop_bias(step.vocab_size, settings)
     input_ids = np.full((rows, 1), settings.bos_token_id, dtype=np.int64)
-    logits, past = step(prompt, input_ids, None)
+    top_log_probs, top_ids, past = step.top_tokens(prompt, input_ids, None, bias(0), 1)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     log_prob_sums = np.zeros(rows, dtype=np.float64)
     finished = np.zeros(rows, dtype=bool)
     empty_prefix = prompt[:, :0]
     for generated in range(settings.max_new_tokens):
-        log_probs = log_softmax(logits)  # (R, V)
-        choice = _forbid_stop(log_probs, generated, settings).argmax(axis=-1)
+        choice = top_ids[:, 0].astype(np.int64)  # (R,)
         for row in np.flatnonzero(~finished):
             tokens[row].append(int(choice[row]))
-            log_prob_sums[row] += log_probs[row, choice[row]]
+            log_prob_sums[row] += top_log_probs[row, 0]
         finished |= choice == settings.eos_token_id
         if finished.all() or generated + 1 == settings.max_new_tokens:
             break
         choice[finished] = settings.pad_token_id
-        logits, past = step(empty_prefix, choice[:, None].astype(np.int64), past)
+        top_log_probs, top_ids, past = step.top_tokens(empty_prefix, choice[:, None], past, bias(generated + 1), 1)
     return [_decoded(row_tokens, total, settings) for row_tokens, total in zip(tokens, log_prob_sums)]
 
 
@@ -110,10 +140,11 @@ def _decoded(tokens: list[int], log_prob_sum: float, settings: GenerationSetting
 
 
 def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
-    rows, beams = len(prompt), settings.num_beams
+    rows, beams, vocab = len(prompt), settings.num_beams, step.vocab_size
+    bias = _stop_bias(vocab, settings)
     prompt = np.repeat(prompt, beams, axis=0)  # (R*K, Q, D), row r's beams are contiguous
     input_ids = np.full((rows * beams, 1), settings.bos_token_id, dtype=np.int64)
-    logits, past = step(prompt, input_ids, None)
+    top_log_probs, top_ids, past = step.top_tokens(prompt, input_ids, None, bias(0), 2 * beams)
     # Only beam 0 is live at the start, so the first step picks K distinct tokens.
     beam_sums = np.tile(np.array([0.0] + [-np.inf] * (beams - 1)), (rows, 1))  # (R, K)
     beam_tokens = [[[] for _ in range(beams)] for _ in range(rows)]
@@ -121,11 +152,13 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
     done = np.zeros(rows, dtype=bool)
     empty_prefix = prompt[:, :0]
     for generated in range(settings.max_new_tokens):
-        log_probs = log_softmax(logits).reshape(rows, beams, -1)  # (R, K, V)
-        vocab = log_probs.shape[-1]
-        candidates = beam_sums[..., None] + _forbid_stop(log_probs, generated, settings)  # (R, K, V)
-        flat = candidates.reshape(rows, -1)
-        top = np.argsort(-flat, axis=-1, kind="stable")[:, : 2 * beams]  # (R, 2K)
+        columns = top_ids.shape[-1]
+        ranked = (top_log_probs + bias(generated)[top_ids]).reshape(rows, beams, columns)  # (R, K, C)
+        totals = (beam_sums[..., None] + ranked).reshape(rows, -1)  # (R, K*C)
+        # A candidate's index among all the row's beam x vocabulary ones, beam-major: equal totals rank in
+        # this order, as a stable sort of every candidate would rank them.
+        flat_ids = (np.arange(beams)[:, None] * vocab + top_ids.reshape(rows, beams, columns)).reshape(rows, -1)
+        top = np.lexsort((flat_ids, -totals), axis=-1)[:, : 2 * beams]  # (R, 2K) positions in totals
         next_rows = np.arange(rows * beams, dtype=np.int64).reshape(rows, beams)
         next_tokens = np.full((rows, beams), settings.pad_token_id, dtype=np.int64)
         next_sums = np.full((rows, beams), -np.inf)
@@ -135,8 +168,8 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
                 continue
             kept = 0
             for rank, index in enumerate(top[row]):
-                beam, token = divmod(int(index), vocab)
-                total = float(flat[row, index])
+                beam, token = divmod(int(flat_ids[row, index]), vocab)
+                total = float(totals[row, index])
                 if not np.isfinite(total):
                     break
                 sequence = beam_tokens[row][beam] + [token]
@@ -157,7 +190,8 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
             break
         beam_sums, beam_tokens = next_sums, next_beam_tokens
         past = step.reorder(past, next_rows.reshape(-1))
-        logits, past = step(empty_prefix, next_tokens.reshape(-1, 1), past)
+        top_log_probs, top_ids, past = step.top_tokens(empty_prefix, next_tokens.reshape(-1, 1), past,
+                                                       bias(generated + 1), 2 * beams)
     results = []
     for row in range(rows):
         if not done[row]:

@@ -1,7 +1,8 @@
 """RegionBLIP inference over a bundle's graphs: encoders, per-modality Q-Formers, the KV-cached LLM.
 
-Any runner with run(graph_name, feeds) -> outputs serves (ONNX Runtime, TensorRT). A frame's image
-or scene features are computed once and every region of the call decodes in one batch.
+Any runner with run(graph_name, feeds, outputs=None) -> the outputs named (all when None) serves (ONNX
+Runtime, TensorRT). A frame's image or scene features are computed once and every region of the call
+decodes in one batch.
 """
 import time
 
@@ -10,28 +11,53 @@ import numpy as np
 from contract.generation import GenerationSettings
 from contract.modalities import POINT_MODALITIES, REGION_MODALITIES
 from runtime.bundle import Bundle
-from runtime.decoding import Cancelled, Decoded, decode, never
+from runtime.decoding import Cancelled, Decoded, decode, never, rank_logits
 
 
 class LanguageModelGraph:
-    """A LanguageModelStep over the bundle's llm graph, with each prompt row's LoRA adapter."""
+    """A LanguageModelStep over the bundle's llm graph, with each prompt row's LoRA adapter.
+
+    Calling it gives the whole distribution, (logits (B, V), present); top_tokens asks the graph for only its
+    ranked tokens, so that the (B, V) logits never leave the runner.
+    """
 
     def __init__(self, runner, bundle: Bundle, adapter_ids: np.ndarray | None):
-        llm = bundle.manifest.llm
+        llm, graph = bundle.manifest.llm, bundle.graph("llm")
         self.runner, self.adapter_ids = runner, adapter_ids
         self.past_names = llm.past_names
         self.past_shape = (llm.num_heads, 0, llm.head_dim)
+        shapes = {spec.name: spec.shape for spec in graph.outputs}
+        self.vocab_size = shapes["logits"][-1]
+        # Bundles exported before the graph ranked tokens have neither log_prob_bias nor top_ids.
+        self.takes_bias = "log_prob_bias" in graph.input_names
+        self.top_k = shapes["top_ids"][-1] if "top_ids" in shapes else 0
+        self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
 
     def __call__(self, prefix_embeds, input_ids, past):
+        feeds = self._feeds(prefix_embeds, input_ids, past, np.zeros(self.vocab_size, np.float32))
+        logits, *present = self.runner.run("llm", feeds, ["logits", *self.present_names])
+        return logits, present
+
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
+        if k > self.top_k:  # a bundle from before the graph ranked tokens, or 2 x num_beams > its K: rank here
+            logits, present = self(prefix_embeds, input_ids, past)
+            return (*rank_logits(logits, log_prob_bias, k), present)
+        feeds = self._feeds(prefix_embeds, input_ids, past, log_prob_bias)
+        top_log_probs, top_ids, *present = self.runner.run("llm", feeds,
+                                                           ["top_log_probs", "top_ids", *self.present_names])
+        return top_log_probs, top_ids, present
+
+    def _feeds(self, prefix_embeds, input_ids, past, log_prob_bias) -> dict[str, np.ndarray]:
         rows = len(input_ids)
         if past is None:
             past = [np.zeros((rows, *self.past_shape), np.float32)] * len(self.past_names)
         feeds = {"prefix_embeds": np.ascontiguousarray(prefix_embeds, np.float32), "input_ids": input_ids,
                  **dict(zip(self.past_names, past))}
+        if self.takes_bias:
+            feeds["log_prob_bias"] = log_prob_bias
         if self.adapter_ids is not None:  # beam search repeats each prompt row, keeping its beams together
             feeds["adapter_ids"] = np.repeat(self.adapter_ids, rows // len(self.adapter_ids))
-        logits, *present = self.runner.run("llm", feeds)
-        return logits, present
+        return feeds
 
     def reorder(self, past, rows):
         return [p[rows] for p in past]

@@ -30,8 +30,9 @@ class OnnxRunner:
         self.sessions = {name: _session(bundle.graph_path(name), options, providers)
                          for name in bundle.manifest.graphs}
 
-    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.sessions[name].run(None, feeds)
+    def run(self, name: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """Graph `name`'s outputs (only those named in `outputs`, in that order, when given)."""
+        return self.sessions[name].run(outputs, feeds)
 
 
 def _session(path: Path, options, providers: list[str]):

@@ -5,8 +5,8 @@ engine is only used where this machine would build it with the same key (TensorR
 name and compute capability, precision, profile shapes, ONNX file); anything else is an error that
 names the command to rebuild. Device buffers are torch CUDA tensors on a stream of each engine's
 own: torch comes with the GPU stack on the robots, and its caching allocator makes per-call
-allocation (shapes change every decode step) cheap. Outputs come back to numpy after every call,
-as the runner interface asks; keeping the KV cache on the GPU between steps would save copies.
+allocation (shapes change every decode step) cheap. The outputs asked for come back to numpy after
+every call, as the runner interface asks; keeping the KV cache on the GPU between steps would save copies.
 """
 import hashlib
 import json
@@ -128,11 +128,15 @@ class EngineSession:
     def _address(self, tensor) -> int:
         return tensor.data_ptr() if tensor.numel() else self.placeholder.data_ptr()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The engine's outputs; only those named in `outputs`, in that order, come back to numpy when given."""
         torch = self.torch
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise ValueError(f"{self.name}: feeds lack inputs {missing}")
+        unknown = [n for n in outputs or () if n not in self.output_names]
+        if unknown:
+            raise ValueError(f"{self.name}: the engine has no outputs {unknown} (it has {self.output_names})")
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             held = []  # the inputs' device tensors must live until the execution below has finished
             for name in self.input_names:
@@ -145,15 +149,15 @@ class EngineSession:
                 tensor = torch.from_numpy(array).to(self.device)
                 held.append(tensor)
                 self.context.set_tensor_address(name, self._address(tensor))
-            outputs = []
+            results = {}  # TensorRT writes every output; only the ones asked for are copied back
             for name in self.output_names:
                 shape = tuple(self.context.get_tensor_shape(name))
                 tensor = torch.empty(shape, dtype=_torch_dtype(torch, self.dtypes[name]), device=self.device)
-                outputs.append(tensor)
+                results[name] = tensor
                 self.context.set_tensor_address(name, self._address(tensor))
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError(f"{self.name}: TensorRT execution failed (see the TensorRT log above)")
-            return [tensor.cpu().numpy() for tensor in outputs]  # .cpu() waits for the stream
+            return [results[name].cpu().numpy() for name in outputs or self.output_names]  # .cpu() waits
 
 
 class TensorRTRunner:
@@ -173,8 +177,9 @@ class TensorRTRunner:
         self.sessions = {name: EngineSession(path.read_bytes(), [spec.name for spec in graphs[name].outputs],
                                              device, name) for name, path in plans.items()}
 
-    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.sessions[name].run(feeds)
+    def run(self, name: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """Graph `name`'s outputs (only those named in `outputs`, in that order, when given)."""
+        return self.sessions[name].run(feeds, outputs)
 
 
 def _torch_dtype(torch, dtype: np.dtype):

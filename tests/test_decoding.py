@@ -5,7 +5,7 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 from contract.generation import GenerationSettings
-from runtime.decoding import Cancelled, decode
+from runtime.decoding import Cancelled, decode, rank_logits
 from training.generation import generate_from_prompt
 
 EOS = 7
@@ -25,14 +25,15 @@ class RecomputingStep:
 
     def __init__(self, model):
         self.model = model
+        self.vocab_size = model.config.vocab_size
 
     @torch.no_grad()
-    def __call__(self, prefix_embeds, input_ids, past):
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
         new = torch.cat([torch.from_numpy(prefix_embeds),
                          self.model.get_input_embeddings()(torch.from_numpy(input_ids))], dim=1)
         embeds = new if past is None else torch.cat([past, new], dim=1)
         logits = self.model(inputs_embeds=embeds).logits[:, -1]
-        return logits.numpy(), embeds
+        return (*rank_logits(logits.numpy(), log_prob_bias, k), embeds)
 
     def reorder(self, past, rows):
         return past[torch.from_numpy(rows)]
@@ -112,3 +113,68 @@ def test_the_torch_reference_stops_early_when_told_to(opt, prompts):
     out = generate_from_prompt(opt, prompts, num_beams=1, max_new_tokens=12, min_new_tokens=12, eos_token_id=EOS,
                                stop=lambda: True)
     assert out.token_ids.shape[1] == 1
+
+
+# Ranking: each step answers with a few best tokens, and that is all decoding needs
+
+def test_ranking_logits_is_a_stable_sort_of_the_biased_log_probs():
+    rng = np.random.default_rng(0)
+    logits = rng.integers(0, 4, (6, 40)).astype(np.float32)  # many exact ties
+    bias = np.zeros(40, np.float32)
+    bias[[3, 7]] = -np.inf
+    log_probs, ids = rank_logits(logits, bias, 16)
+    shifted = logits - logits.max(-1, keepdims=True)
+    expected_log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    expected_ids = np.argsort(-(expected_log_probs + bias), axis=-1, kind="stable")[:, :16]
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(log_probs, np.take_along_axis(expected_log_probs, expected_ids, -1))
+
+
+def test_ranking_logits_returns_unbiased_log_probs_of_the_biased_ranking():
+    logits = np.array([[3.0, 2.0, 1.0, 0.0]], np.float32)
+    log_probs, ids = rank_logits(logits, np.array([-np.inf, 0, 0, 0], np.float32), 2)
+    assert ids.tolist() == [[1, 2]]
+    shifted = logits[0] - 3.0
+    np.testing.assert_allclose(log_probs[0], (shifted - np.log(np.exp(shifted).sum()))[[1, 2]], rtol=1e-6)
+
+
+class RandomLogitsStep:
+    """A LanguageModelStep whose logits are a fixed random function of each row's prompt and tokens so far. They are
+    small integers, so that tokens (and beam totals) tie exactly, and the stop token is often among the best."""
+
+    vocab_size = 40
+
+    def __init__(self, columns: int | None):
+        self.columns = columns or self.vocab_size  # how many tokens each step ranks (None: all of them)
+
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
+        history = np.concatenate([prefix_embeds[:, :, 0].astype(np.int64) if past is None else past, input_ids], 1)
+        logits = np.stack([self._logits(row) for row in history])
+        return (*rank_logits(logits, log_prob_bias, max(k, self.columns)), history)
+
+    def _logits(self, history) -> np.ndarray:
+        rng = np.random.default_rng([int(t) for t in history])
+        logits = rng.integers(0, 5, self.vocab_size).astype(np.float32)
+        logits[EOS] = rng.integers(0, 6)
+        return logits
+
+    def reorder(self, past, rows):
+        return past[rows]
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_the_graph_s_top_16_decode_exactly_as_the_whole_vocabulary(num_beams):
+    prompts = np.arange(6, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)  # six distinct rows
+    chosen = settings(num_beams=num_beams, min_new_tokens=3, max_new_tokens=10)
+    ranked = decode(RandomLogitsStep(16), prompts, chosen)
+    whole = decode(RandomLogitsStep(None), prompts, chosen)
+    assert [d.token_ids for d in ranked] == [d.token_ids for d in whole]
+    assert [d.score for d in ranked] == [d.score for d in whole]
+
+
+def test_the_random_step_stops_early_unless_min_new_tokens_forbids_it():
+    prompts = np.arange(6, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    free = decode(RandomLogitsStep(16), prompts, settings(min_new_tokens=0, max_new_tokens=10))
+    held = decode(RandomLogitsStep(16), prompts, settings(min_new_tokens=3, max_new_tokens=10))
+    assert any(len(d.token_ids) < 3 for d in free)
+    assert all(len(d.token_ids) >= 3 for d in held)

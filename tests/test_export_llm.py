@@ -4,7 +4,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from transformers import OPTConfig, OPTForCausalLM
 
-from export.llm import ExportableOPT
+from export.llm import ExportableOPT, top_tokens
 from training.lora import activate_adapter
 
 ADAPTERS = ["image_region", "pointcloud_region"]
@@ -84,3 +84,16 @@ def test_stacked_adapters_pick_each_rows_adapter(inputs):
 def test_an_adapter_the_model_lacks_is_named():
     with pytest.raises(ValueError, match="'pointcloud'"):
         ExportableOPT(tiny_opt(), ["image_region", "pointcloud"])
+
+
+def test_top_tokens_rank_the_biased_log_softmax_and_return_its_unbiased_values():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [2.0, 0.0, 1.0, 3.0]])
+    bias = torch.tensor([0.0, -torch.inf, 0.0, 0.0])  # token 1 forbidden
+    log_probs, ids = top_tokens(logits, bias, k=2)
+    assert ids.tolist() == [[3, 2], [3, 0]]
+    torch.testing.assert_close(log_probs, logits.log_softmax(-1).gather(-1, ids))
+
+
+def test_top_tokens_of_a_vocabulary_smaller_than_k_rank_all_of_it():
+    log_probs, ids = top_tokens(torch.tensor([[1.0, 2.0, 0.0]]), torch.zeros(3), k=16)
+    assert ids.tolist() == [[1, 0, 2]] and log_probs.shape == (1, 3)

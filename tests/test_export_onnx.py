@@ -224,7 +224,7 @@ def two_large_graphs_config():
     config = tiny_config()
     config.vision.update(hidden_size=1408, intermediate_size=6144, num_hidden_layers=22, num_attention_heads=16)
     config.qformer.update(encoder_hidden_size=1408)
-    config.text.update(hidden_size=2048, word_embed_proj_dim=2048, ffn_dim=8192, num_hidden_layers=9,
+    config.text.update(hidden_size=2048, word_embed_proj_dim=2048, ffn_dim=8192, num_hidden_layers=11,
                        num_attention_heads=16)
     return config
 
@@ -256,3 +256,86 @@ def test_a_bundle_with_two_graphs_over_2_gb_loads_and_both_agree_with_pytorch(tm
                                   min_new_tokens=4)
     decoded, _ = engine.generate("image_region", frames.numpy(), settings, boxes.numpy(), frame_index.numpy())
     assert [list(row.token_ids) for row in decoded] == expected.token_ids.tolist()
+
+
+# The llm graph ranks the next tokens itself, so that decoding never copies the (B, V) logits
+
+def llm_feeds(bundle, log_prob_bias):
+    """Prefill feeds for the llm graph: three rows of a random soft prompt and token, random adapters."""
+    from export.trt_profiles import random_feeds
+
+    feeds = random_feeds(bundle.manifest, "llm", {"batch": 3, "prefix": 4, "tokens": 1, "past": 0},
+                         np.random.default_rng(0))
+    return feeds | {"log_prob_bias": log_prob_bias}
+
+
+def without_ranked_outputs(bundle):
+    """`bundle` as one exported before the llm graph ranked tokens: its manifest lists no top_* outputs."""
+    import dataclasses
+
+    llm = bundle.manifest.graphs["llm"]
+    outputs = [spec for spec in llm.outputs if not spec.name.startswith("top_")]
+    graphs = {**bundle.manifest.graphs, "llm": dataclasses.replace(llm, outputs=outputs)}
+    return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, graphs=graphs))
+
+
+class RecordingRunner:
+    """A runner that records which outputs every call asks for."""
+
+    def __init__(self, runner):
+        self.runner, self.asked = runner, []
+
+    def run(self, name, feeds, outputs=None):
+        self.asked.append(outputs)
+        return self.runner.run(name, feeds, outputs)
+
+
+def region_prompts(engine):
+    features = np.random.default_rng(0).normal(size=(2, 17, 32)).astype(np.float32)
+    boxes = np.array([[0.1, 0.1, 0.7, 0.8], [0.2, 0.0, 0.9, 0.5], [0.0, 0.3, 0.6, 1.0]], np.float32)
+    return engine.soft_prompt("image_region", features, boxes, np.array([0, 1, 1]))
+
+
+def test_the_llm_graph_s_top_tokens_are_torch_log_softmax_and_topk_of_its_logits(engine):
+    vocab = engine.bundle.manifest.model["text"]["vocab_size"]
+    bias = np.zeros(vocab, np.float32)
+    bias[[202, 5, 17]] = -np.inf
+    logits, top_log_probs, top_ids = engine.runner.run("llm", llm_feeds(engine.bundle, bias),
+                                                       ["logits", "top_log_probs", "top_ids"])
+    log_probs = torch.from_numpy(logits).log_softmax(-1)
+    expected_ids = (log_probs + torch.from_numpy(bias)).topk(16, dim=-1).indices
+    assert top_ids.dtype == np.int64 and top_ids.shape == (3, 16)
+    np.testing.assert_array_equal(top_ids, expected_ids.numpy())
+    np.testing.assert_allclose(top_log_probs, log_probs.gather(-1, expected_ids).numpy(), atol=1e-5)
+    assert not np.isin(top_ids, [202, 5, 17]).any()
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_decoding_with_the_graph_s_ranking_equals_ranking_its_logits(engine, num_beams):
+    settings = GenerationSettings(bos_token_id=2, eos_token_id=202, pad_token_id=1, max_new_tokens=6,
+                                  min_new_tokens=2, num_beams=num_beams)
+    prompts, adapter_ids = region_prompts(engine), engine.adapter_ids(["image_region"] * 3)
+    ranked = decode(LanguageModelGraph(engine.runner, engine.bundle, adapter_ids), prompts, settings)
+    from_logits = decode(LanguageModelGraph(engine.runner, without_ranked_outputs(engine.bundle), adapter_ids),
+                         prompts, settings)
+    assert [d.token_ids for d in ranked] == [d.token_ids for d in from_logits]
+    np.testing.assert_allclose([d.score for d in ranked], [d.score for d in from_logits], atol=1e-5)
+
+
+def test_the_llm_step_asks_for_the_ranked_tokens_and_the_cache_not_the_logits(engine):
+    runner = RecordingRunner(engine.runner)
+    settings = GenerationSettings(bos_token_id=2, eos_token_id=202, pad_token_id=1, max_new_tokens=4,
+                                  min_new_tokens=4, num_beams=8)
+    decode(LanguageModelGraph(runner, engine.bundle, engine.adapter_ids(["image_region"] * 3)),
+           region_prompts(engine), settings)
+    present = [name.replace("past_", "present_") for name in engine.bundle.manifest.llm.past_names]
+    assert runner.asked == [["top_log_probs", "top_ids", *present]] * 4
+
+
+def test_more_beams_than_the_graph_ranks_tokens_for_rank_the_logits(engine):
+    runner = RecordingRunner(engine.runner)
+    settings = GenerationSettings(bos_token_id=2, eos_token_id=202, pad_token_id=1, max_new_tokens=3,
+                                  num_beams=9)  # 2 x 9 candidates per beam, the graph ranks 16
+    decoded = decode(LanguageModelGraph(runner, engine.bundle, engine.adapter_ids(["image_region"] * 3)),
+                     region_prompts(engine), settings)
+    assert len(decoded) == 3 and all(asked[0] == "logits" for asked in runner.asked)

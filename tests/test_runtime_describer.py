@@ -129,12 +129,12 @@ def test_cancelling_mid_decode_stops_at_the_next_step(tiny_bundle):
     steps = []
     run = describer.engine.runner.run
 
-    def counting_run(graph, feeds):
+    def counting_run(graph, feeds, outputs=None):
         if graph == "llm":
             steps.append(graph)
             if len(steps) == 3:
                 describer.cancel()  # as another thread would, during the third step
-        return run(graph, feeds)
+        return run(graph, feeds, outputs)
 
     describer.engine.runner.run = counting_run
     with pytest.raises(Cancelled, match="between decode steps"):

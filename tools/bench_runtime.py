@@ -230,21 +230,23 @@ def run_describer(workdir: Path, args, backend: str) -> dict:
 
 
 def decode_step_ms(describer, rows: int, steps: int) -> float:
-    """Median ms of one llm-graph decode step at `rows` rows, each with a 34-token cache (prompt + BOS)."""
+    """Median ms of one greedy llm-graph decode step at `rows` rows, each with a 34-token cache (prompt + BOS):
+    the step as the decoder makes it (the graph's best token per row, not the logits)."""
     from runtime.graph_engine import LanguageModelGraph
 
     engine = describer.engine
     step = LanguageModelGraph(engine.runner, engine.bundle, engine.adapter_ids(["image_region"]))
     width = engine.bundle.manifest.graphs["llm"].inputs[0].shape[2]
     prompt = np.random.default_rng(0).normal(size=(rows, PREFIX_LENGTH, width)).astype(np.float32)
-    _, past = step(prompt, np.full((rows, 1), 2), None)
+    bias = np.zeros(step.vocab_size, np.float32)
+    *_, past = step.top_tokens(prompt, np.full((rows, 1), 2), None, bias, 1)
     empty, token = prompt[:, :0], np.full((rows, 1), 5)
     for _ in range(3):
-        step(empty, token, past)
+        step.top_tokens(empty, token, past, bias, 1)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        step(empty, token, past)
+        step.top_tokens(empty, token, past, bias, 1)
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.median(times))
 
