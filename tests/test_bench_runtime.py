@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def result() -> dict:
     done = subprocess.run([sys.executable, "-m", "tools.bench_runtime", "--preset", "tiny", "--regions", "3",
-                           "--tokens", "4", "--frames", "1", "--decode-steps", "3", "--rounds", "1"],
+                           "--tokens", "4", "--frames", "1", "--decode-steps", "3", "--rounds", "1",
+                           "--quantized", "int8"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
@@ -69,3 +70,13 @@ def test_limits_give_read_and_compute_bounds_at_batch_1_and_at_the_frame_s_regio
             step["decode_ms_per_step"]["median"] / step["compute_bound_ms"])
     assert limits["batch_3"]["flops_per_step"] == pytest.approx(3 * limits["batch_1"]["flops_per_step"])
     assert "limits.read_bound_ms" in result["definitions"]
+
+
+def test_a_quantized_variant_is_timed_against_the_same_peer_and_the_fp32_runtime(result):
+    quantized = result["quantized"]
+    assert quantized["variant"] == "int8"
+    assert_spread(quantized["rois_per_s"])
+    assert quantized["speedup_vs_fp32_runtime"]["median"] == pytest.approx(
+        quantized["rois_per_s"]["median"] / result["onnxruntime"]["rois_per_s"]["median"])
+    assert set(quantized["decode_ms_per_step"]) == {"1", "3"}
+    assert 0 <= quantized["token_agreement_with_fp32_runtime"] <= 1

@@ -36,7 +36,10 @@ import numpy as np
 FRAME_SIZE = (480, 640)  # camera frame, H x W
 PREFIX_LENGTH = 33  # soft-prompt rows fed with BOS before the timed decode steps: a 34-token KV cache
 READ_BUFFER_MB = 256  # the read-bandwidth buffer: 8x the 32 MiB L3 of the machine the README's numbers come from
+QUANTIZED = "onnxruntime-quantized"
 DEFINITIONS = {
+    "quantized": "with --quantized: the runtime on that bundle variant, timed in every round like the fp32 one; its "
+                 "token agreement is with the fp32 runtime's greedy tokens on the same frames",
     "rois_per_s, ms_per_frame": "regions described per second and ms per frame, mean over --frames frames after "
                                 "one warm-up frame; {median, min, max, rounds} over the --rounds rounds",
     "headline.speedup_vs_batched_baseline": "each round's onnxruntime ROIs/s ÷ the batched baseline's at its faster "
@@ -84,17 +87,19 @@ def frames_and_boxes(count: int, regions: int, seed: int = 0) -> tuple[list[np.n
 
 # ---- preparation (parent process) -----------------------------------------------------------------------------
 
-def prepare(preset: str, workdir: Path) -> None:
-    """A random checkpoint at the preset's sizes with a tokenizer of its vocabulary, and its ONNX bundle."""
+def prepare(preset: str, workdir: Path, quantized: str | None = None) -> None:
+    """A random checkpoint at the preset's sizes with a tokenizer of its vocabulary, and its ONNX bundle (and
+    the `quantized` variant of it as bundle-<variant>)."""
     from export.onnx import main as export_main
     from tools.random_checkpoint import write_random_checkpoint
 
     write_random_checkpoint(preset, workdir / "checkpoint")
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
-        code = export_main(["--ckpt", str(workdir / "checkpoint"), "--out", str(workdir / "bundle"),
-                            "--modalities", "image_region,pointcloud_region"])
-    if code != 0:
-        raise SystemExit(f"tools.bench_runtime: export failed with exit code {code}")
+    for name, flags in [("bundle", [])] + ([(f"bundle-{quantized}", ["--quantize", quantized])] if quantized else []):
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+            code = export_main(["--ckpt", str(workdir / "checkpoint"), "--out", str(workdir / name),
+                                "--modalities", "image_region,pointcloud_region", *flags])
+        if code != 0:
+            raise SystemExit(f"tools.bench_runtime: export of {name} failed with exit code {code}")
 
 
 def llm_graph_sizes(bundle: Path) -> dict:
@@ -211,7 +216,7 @@ def run_describer(workdir: Path, args, backend: str) -> dict:
         torch.set_num_threads(args.threads or os.cpu_count())
         describer = Describer.from_checkpoint(workdir / "checkpoint")
     else:
-        describer = Describer.from_bundle(workdir / "bundle", backend=backend, threads=args.threads)
+        describer = Describer.from_bundle(workdir / args.bundle_name, backend=backend, threads=args.threads)
     describer.configure(num_beams=1, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
 
     def describe(frame, boxes):
@@ -294,10 +299,11 @@ def _time_frames(describe, args) -> dict:
 
 # ---- parent ---------------------------------------------------------------------------------------------------
 
-def run_worker(engine: str, workdir: Path, args, threads: int | None) -> dict:
+def run_worker(engine: str, workdir: Path, args, threads: int | None, bundle: str = "bundle") -> dict:
     command = [sys.executable, "-m", "tools.bench_runtime", "--worker", engine, "--workdir", str(workdir),
                "--regions", str(args.regions), "--tokens", str(args.tokens), "--frames", str(args.frames),
-               "--decode-steps", str(args.decode_steps)] + (["--threads", str(threads)] if threads else [])
+               "--decode-steps", str(args.decode_steps), "--bundle-name", bundle]
+    command += ["--threads", str(threads)] if threads else []
     env = dict(os.environ)
     if engine == "onnxruntime":  # its numpy GEMM runs at the runtime's thread count
         env["OPENBLAS_NUM_THREADS"] = str(args.threads or os.cpu_count())
@@ -314,7 +320,8 @@ def spread(values: list[float]) -> dict:
 
 def agreement(ours: list, theirs: list) -> float:
     """Fraction of regions whose token ids are identical (tokens: per frame, per region)."""
-    pairs = [(a, b) for frame_a, frame_b in zip(ours, theirs, strict=True) for a, b in zip(frame_a, frame_b, strict=True)]
+    pairs = [(a, b) for frame_a, frame_b in zip(ours, theirs, strict=True)
+             for a, b in zip(frame_a, frame_b, strict=True)]
     return sum(a == b for a, b in pairs) / len(pairs)
 
 
@@ -358,7 +365,7 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="regionblip-bench-") as directory:
         workdir = Path(directory)
         start = time.perf_counter()
-        prepare(args.preset, workdir)
+        prepare(args.preset, workdir, args.quantized)
         prepare_s = time.perf_counter() - start
         sizes = llm_graph_sizes(workdir / "bundle")
         layout = json.loads((workdir / "bundle" / "manifest.json").read_text())["llm"]
@@ -366,6 +373,8 @@ def run(args) -> dict:
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
             rounds.append({"onnxruntime": run_worker("onnxruntime", workdir, args, args.threads),
+                           **({QUANTIZED: run_worker("onnxruntime", workdir, args, args.threads,
+                                                     bundle=f"bundle-{args.quantized}")} if args.quantized else {}),
                            **{f"batched@{t}": run_worker("batched", workdir, args, t) for t in counts},
                            "per-crop": run_worker("per-crop", workdir, args, args.threads)})
         torch_runtime = run_worker("torch", workdir, args, args.threads)
@@ -380,7 +389,7 @@ def run(args) -> dict:
     fastest = [max(counts, key=lambda t: r[f"batched@{t}"]["rois_per_s"]) for r in rounds]
     ours = by_engine["onnxruntime"]
     batched = [r[f"batched@{t}"] for r, t in zip(rounds, fastest)]
-    return {
+    result = {
         "headline": {"speedup_vs_batched_baseline": spread([a["rois_per_s"] / b["rois_per_s"]
                                                             for a, b in zip(ours, batched)]),
                      "onnxruntime_rois_per_s": spread([r["rois_per_s"] for r in ours]),
@@ -403,6 +412,17 @@ def run(args) -> dict:
         "limits": limits(ours, sizes, args.regions, layout["num_layers"], layout["num_heads"] * layout["head_dim"]),
         "definitions": DEFINITIONS,
     }
+    if args.quantized:
+        quantized = by_engine[QUANTIZED]
+        result["quantized"] = {
+            "variant": args.quantized, **timing(quantized),
+            "speedup_vs_batched_baseline": spread([a["rois_per_s"] / b["rois_per_s"]
+                                                   for a, b in zip(quantized, batched)]),
+            "speedup_vs_fp32_runtime": spread([a["rois_per_s"] / b["rois_per_s"] for a, b in zip(quantized, ours)]),
+            "decode_ms_per_step": {rows: spread([r["decode_ms_per_step"][rows] for r in quantized])
+                                   for rows in quantized[0]["decode_ms_per_step"]},
+            "token_agreement_with_fp32_runtime": agreement(tokens[QUANTIZED], tokens["onnxruntime"])}
+    return result
 
 
 def thread_counts(text: str) -> list[int]:
@@ -426,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--baseline-threads", type=thread_counts, default=[1, 2],
                         help="torch thread counts tried for the batched baseline, comma-separated (default 1,2)")
+    parser.add_argument("--quantized", choices=("int8", "int4", "int8-a8", "int4-a8"),
+                        help="also time the runtime on this quantized variant of the bundle (export.onnx --quantize), "
+                             "against the same peer and against the fp32 runtime, with its token agreement")
     parser.add_argument("--worker", choices=("onnxruntime", "torch", "batched", "per-crop"), help=argparse.SUPPRESS)
+    parser.add_argument("--bundle-name", default="bundle", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.regions, args.tokens, args.frames, args.rounds, args.decode_steps, *args.baseline_threads) < 1:
