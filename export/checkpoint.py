@@ -97,6 +97,3 @@ class CheckpointWeights:
                 owner, name = key.rsplit(".", 1)
                 setattr(model.get_submodule(owner), name, model.get_parameter(loaded[0]))
         return model.eval()
-
-    def full_model(self) -> RegionBLIP:
-        return self.model(("",))

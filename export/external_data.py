@@ -133,7 +133,7 @@ def attach_weights(exported: Path, weights: Mapping[str, "torch.Tensor"], out_di
     graph_path = out_dir / exported.name
     data_path = out_dir / data_file_name(exported.name)
     with open(data_path, "wb") as data:
-        for name in sorted(used & set(chains), key=list(chains).index):  # graph order: reads stay sequential
+        for name in [name for name in chains if name in used]:  # graph order: reads stay sequential
             source, perms = chains[name]
             if weights[source].is_meta:
                 raise ValueError(f"{exported.name} uses {source}, which was not loaded: export/graphs.py's "

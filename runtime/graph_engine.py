@@ -32,9 +32,10 @@ class LanguageModelGraph:
         self.takes_bias = "log_prob_bias" in graph.input_names
         self.top_k = shapes["top_ids"][-1] if "top_ids" in shapes else 0
         self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
+        self._no_bias = np.zeros(self.vocab_size, np.float32)  # what the logits call feeds a graph that ranks
 
     def __call__(self, prefix_embeds, input_ids, past):
-        feeds = self._feeds(prefix_embeds, input_ids, past, np.zeros(self.vocab_size, np.float32))
+        feeds = self._feeds(prefix_embeds, input_ids, past, self._no_bias)
         logits, *present = self.runner.run("llm", feeds, ["logits", *self.present_names])
         return logits, present
 
