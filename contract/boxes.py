@@ -3,8 +3,12 @@
 2-D: pixel boxes are (x1, y1, x2, y2) on continuous pixel edges, so an image spans [0, W] x [0, H]; the model takes
 them clipped and divided by the image size. A box the model cannot take is reported by `image_box_problems`, the
 one check between a caller's boxes and the graphs.
-3-D: an oriented box is centre, size (full extents along its own axes) and rotation; its corners are
-centre + rotation @ (size / 2 * signs) in BOX_CORNER_SIGNS order. A box whose corners are not all finite is
+3-D: an oriented box is centre, size (full extents along its own axes) and rotation. The model reads a box as
+the 8 points that the released RegionBLIP builds (BOX_CORNER_CONVENTION): centre + rotation @ (signs * extents / 2)
+with the signs in BOX_CORNER_SIGNS order and the extents in BOX_CORNER_EXTENT_AXES order, which puts the box's z
+extent along y and its y extent along z, as the release's ScanRefer loader does. They are the box's geometric
+corners only when its y and z extents are equal; a released point-region position embedding was trained on exactly
+these 24 numbers, so every layer builds them here and nowhere else. A box whose corners are not all finite is
 reported by `corner_problems`.
 
 Numpy only, so that the runtime never needs ROS or torch. All functions are batched over a leading axis R.
@@ -12,21 +16,45 @@ Numpy only, so that the runtime never needs ROS or torch. All functions are batc
 
 import numpy as np
 
-# Corner order of a 3D box, as the training data writes it: the sign of (x, y, z) in the box's own frame,
-# z varying fastest. The position embedding reads corners in this order, so it must never change.
+# The corner convention of the released RegionBLIP (lavis/datasets/datasets/scannet_reference_datasets.py at
+# f6992e0, L158-175): corner k is centre + signs[k] * (l, h, w) / 2 for sizes (l, w, h) along (x, y, z).
+# Checkpoints and bundles record the convention they were trained under. Those written before this project followed
+# the release (signs in itertools.product order, no swap) record none; a point-region model cannot be converted
+# exactly from that order, so they are refused (training/config.py, runtime/bundle.py).
+BOX_CORNER_CONVENTION = "regionblip"
 BOX_CORNER_SIGNS = np.array(
     [
-        [-1, -1, -1],
-        [-1, -1, +1],
+        [+1, +1, +1],
+        [+1, +1, -1],
         [-1, +1, -1],
         [-1, +1, +1],
-        [+1, -1, -1],
         [+1, -1, +1],
-        [+1, +1, -1],
-        [+1, +1, +1],
+        [+1, -1, -1],
+        [-1, -1, -1],
+        [-1, -1, +1],
     ],
     dtype=np.float64,
 )
+BOX_CORNER_EXTENT_AXES = (0, 2, 1)  # the size component scaling each corner coordinate: l, h, w
+
+
+class CornerConventionError(ValueError):
+    """A checkpoint trained under another 3-D corner convention than this version builds; the message says what
+    to do."""
+
+
+def corner_convention_problem(convention: str | None, what: str) -> str | None:
+    """Why a checkpoint or bundle whose point-region boxes were built in `convention` (None: not recorded, which
+    means the legacy order) cannot be used, or None when it matches this version's."""
+    if convention == BOX_CORNER_CONVENTION:
+        return None
+    found = "does not record its box corner convention" if convention is None else \
+        f"reads 3-D box corners in the {convention!r} convention"
+    return (f"{what} {found}: its point-region box embedding was trained on corners in another order than this "
+            f"version builds ({BOX_CORNER_CONVENTION!r}, the released RegionBLIP's), so its point-region "
+            "descriptions would be wrong; retrain it (make train-default for the embedded default model) and "
+            "re-export its bundle")
+
 
 # Below this norm a quaternion carries no orientation, only noise.
 MIN_QUATERNION_NORM = 1e-6
@@ -82,7 +110,7 @@ def yaw_to_matrix(yaw) -> np.ndarray:
 
 
 def box_corners(center, size, rotation) -> np.ndarray:
-    """The 8 corners (R, 8, 3) float32 of oriented boxes, in BOX_CORNER_SIGNS order.
+    """The 8 corner points (R, 8, 3) float32 of oriented boxes in the released RegionBLIP's convention (above).
 
     center (R, 3) and size (R, 3, full extents) are in the parent frame's units; rotation (R, 3, 3) maps the
     box frame to the parent frame.
@@ -95,7 +123,7 @@ def box_corners(center, size, rotation) -> np.ndarray:
             f"center, size and rotation hold {center.shape[0]}, {size.shape[0]} and {rotation.shape[0]} "
             "boxes: give one row per box in each"
         )
-    local = BOX_CORNER_SIGNS[None] * (size[:, None, :] / 2.0)  # (R, 8, 3)
+    local = BOX_CORNER_SIGNS[None] * (size[:, None, list(BOX_CORNER_EXTENT_AXES)] / 2.0)  # (R, 8, 3)
     corners = np.einsum("rij,rkj->rki", rotation, local) + center[:, None, :]
     return corners.astype(np.float32)
 

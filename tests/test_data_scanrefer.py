@@ -36,8 +36,9 @@ def test_scanrefer_sample_has_raw_description_sampled_points_and_box_corners(tmp
     assert sample.caption == "This is a brown chair. It is next to the table."
     assert sample.points.shape == (2000, 3) and sample.points.dtype == np.float32  # 500 drawn with replacement
     assert sample.modality == "pointcloud_region"
-    np.testing.assert_allclose(sample.corners.min(axis=0), [0.8, 1.7, 0.0], atol=1e-6)
-    np.testing.assert_allclose(sample.corners.max(axis=0), [1.2, 2.3, 1.0], atol=1e-6)
+    # centre (1, 2, 0.5), size (0.4, 0.6, 1.0): the release's corners put the 1.0 height along y, the 0.6 along z
+    np.testing.assert_allclose(sample.corners.min(axis=0), [0.8, 1.5, 0.2], atol=1e-6)
+    np.testing.assert_allclose(sample.corners.max(axis=0), [1.2, 2.5, 0.8], atol=1e-6)
     assert sample.attributes["object_id"] == 3 and sample.attributes["object_name"] == "chair"
 
 
@@ -47,13 +48,13 @@ def test_scanrefer_eval_sampling_is_deterministic(tmp_path):
                           ScanReferDataset(path, scannet, num_points=100)[0].points)
 
 
-def test_scanrefer_augmentation_keeps_z_and_the_box_size(tmp_path):
+def test_scanrefer_augmentation_keeps_z_and_the_box_height(tmp_path):
     path, scannet = _fixture(tmp_path, [ENTRY])
     plain = ScanReferDataset(path, scannet, num_points=300, seed=1)[0]  # same draw of points
     augmented = ScanReferDataset(path, scannet, num_points=300, augment=True, seed=1)[0]
     np.testing.assert_allclose(np.sort(augmented.points[:, 2]), np.sort(plain.points[:, 2]), atol=1e-6)
-    edge = np.linalg.norm(augmented.corners[4] - augmented.corners[0])
-    np.testing.assert_allclose(edge, 0.4, atol=1e-5)
+    edge = augmented.corners[0] - augmented.corners[4]  # (+,+,+) - (+,-,+): the height, in the y slot
+    np.testing.assert_allclose(edge, [0.0, 1.0, 0.0], atol=1e-5)
 
 
 def test_missing_object_scene_and_corrupt_files_are_skipped_and_named(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.data.boxes import yaw_rotation
+from training.data.boxes import box_corners, yaw_rotation
 from training.data.synthetic_points import SyntheticPointDataset
 from training.data.vocabulary import POINT_SHAPES, parse_objects
 
@@ -58,7 +58,8 @@ def test_region_corners_enclose_the_described_object():
     above_ground = sample.points[:, 2] > 0.03
     assert (inside & above_ground).sum() > 50
     np.testing.assert_allclose(sample.corners.mean(axis=0), a["center"], atol=1e-5)
-    np.testing.assert_allclose(sample.corners[:, 2].min(), 0.0, atol=1e-5)  # standing on the ground
+    np.testing.assert_allclose(a["center"][2] - a["box_size"][2] / 2, 0.0, atol=1e-5)  # standing on the ground
+    np.testing.assert_array_equal(sample.corners, box_corners(a["center"], a["box_size"], a["yaw"]))
 
 
 def test_scene_has_a_ground_plane_at_zero_height():

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from transformers import Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
 
+from contract.boxes import BOX_CORNER_CONVENTION, CornerConventionError, corner_convention_problem
+
 
 
 @dataclass
@@ -48,8 +50,14 @@ class RegionBLIPConfig:
     object_num_points: int = 8192
     scene_num_points: int = 40000
     newline_token_id: int = 50118  # OPT's "\n": captions end with it and generation stops at it
+    # The order in which point-region boxes reach the position embedding (contract/boxes.py); a config.json without
+    # it was written under the legacy order and is refused.
+    box_corner_convention: str | None = BOX_CORNER_CONVENTION
 
     def __post_init__(self):
+        problem = corner_convention_problem(self.box_corner_convention, "this RegionBLIP config")
+        if problem:
+            raise CornerConventionError(problem)
         self.qformer.setdefault("encoder_hidden_size", self.vision_config().hidden_size)
         encoder_width = self.qformer_config().encoder_hidden_size
         if encoder_width != self.vision_config().hidden_size:
@@ -95,6 +103,7 @@ class RegionBLIPConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "RegionBLIPConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {"box_corner_convention": None, **values}  # not recorded: written under the legacy corner order
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"config has unknown fields {unknown}: it was written by another version of RegionBLIP")
@@ -105,7 +114,12 @@ class RegionBLIPConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RegionBLIPConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        values = json.loads(Path(path).read_text())
+        convention = values.get("box_corner_convention") if isinstance(values, dict) else None
+        problem = corner_convention_problem(convention, f"the checkpoint config {path}")
+        if problem:
+            raise CornerConventionError(problem)
+        return cls.from_dict(values)
 
 
 # Blip2VisionConfig's initializer_range (1e-10) assumes pretrained weights: a ViT trained from scratch

@@ -5,7 +5,9 @@ the unit sphere; in training, random point dropout (up to 87.5 %), scale 0.8-1.2
 small rotation perturbation (sigma 0.06, clip 0.18) and a random full rotation about y.
 ScanRefer scenes (scannet_reference_datasets.py): sample N points (with replacement when the scene
 has fewer), no normalisation; in training flip X and Y with p = 0.5 and rotate about z by +-5 deg.
-Scene augmentations move the box corners with the points, so the box keeps enclosing its object.
+Scene augmentations move the box with the points and, as the release does, keep it axis-aligned (after the rotation
+it is the box enclosing the rotated one); the caller then builds its corners, so they keep the canonical order
+(contract/boxes.py) that a flip of the corners themselves would permute.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def augment_object(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return points.astype(np.float32)
 
 
-def augment_scene(points: np.ndarray, corners: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """ScanRefer's training transforms applied to points and box corners alike."""
+def augment_scene(points: np.ndarray, center: np.ndarray, size: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ScanRefer's training transforms applied to the points and to one axis-aligned box (centre, size): the
+    transformed points and the box's new centre and size, axis-aligned (ScannetDatasetConfig.rotate_aligned_boxes)."""
     transform = np.eye(3)
     if rng.random() < 0.5:  # flip left-right (x)
         transform = np.diag([-1.0, 1.0, 1.0]) @ transform
@@ -56,5 +60,11 @@ def augment_scene(points: np.ndarray, corners: np.ndarray, rng: np.random.Genera
         transform = np.diag([1.0, -1.0, 1.0]) @ transform
     angle = rng.uniform(-np.pi / 36, np.pi / 36)
     c, s = np.cos(angle), np.sin(angle)
-    transform = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ transform
-    return (points @ transform.T).astype(np.float32), (corners @ transform.T).astype(np.float32)
+    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    transform = rotation @ transform
+    center = transform @ np.asarray(center, dtype=np.float64)
+    half = np.asarray(size, dtype=np.float64) / 2.0
+    footprint = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]]) * half  # flips leave it unchanged
+    extent = np.abs(footprint @ rotation.T).max(axis=0)[:2] * 2.0
+    size = np.array([extent[0], extent[1], 2.0 * half[2]])
+    return (points @ transform.T).astype(np.float32), center, size

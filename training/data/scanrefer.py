@@ -8,7 +8,7 @@ Inputs, as ScanRefer preprocesses them:
   both loaded with allow_pickle=False.
 A sample is `num_points` vertices (with replacement when the scene has fewer), raw metres, and the
 8 corners of the object's axis-aligned box (boxes.box_corners order). Descriptions stay raw, as
-released. augment=True adds ScanRefer's flips and +-5 deg z rotation to points and corners. An
+released. augment=True adds ScanRefer's flips and +-5 deg z rotation to the points and the box. An
 object id missing from its scene's boxes is reported and skipped (the released loader crashes).
 """
 
@@ -93,9 +93,10 @@ class ScanReferDataset:
             raise DataError(f"{error} (ScanRefer entry {index} in {self.json_path}); re-run ScanNet preprocessing") from None
         rng = np.random.default_rng([self.seed, self.epoch if self.augment else 0, index])
         points = sample_points(vertices, self.num_points, rng)
-        corners = box_corners(box[:3], box[3:6])
+        center, size = box[:3], box[3:6]
         if self.augment:
-            points, corners = augment_scene(points, corners, rng)
+            points, center, size = augment_scene(points, center, size, rng)
+        corners = box_corners(center, size)  # built after augmenting, so the corners keep their canonical order
         attributes = {"source": "scanrefer", "scene_id": entry["scene_id"], "object_id": int(entry["object_id"]),
                       "object_name": entry.get("object_name"), "ann_id": entry.get("ann_id")}
         return PointSample(points, str(entry["description"]), corners, attributes)
