@@ -36,6 +36,9 @@ BOX_CORNER_SIGNS = np.array(
     dtype=np.float64,
 )
 BOX_CORNER_EXTENT_AXES = (0, 2, 1)  # the size component scaling each corner coordinate: l, h, w
+# Corner pairs (a, b) whose difference lies along the box's own x, y and z axes: its length is the extent
+# BOX_CORNER_EXTENT_AXES names for that axis (so the y pair measures the height, the z pair the y extent).
+BOX_AXIS_CORNER_PAIRS = ((0, 3), (0, 4), (0, 1))
 
 
 class CornerConventionError(ValueError):

@@ -248,6 +248,16 @@ def test_a_rotated_box_crops_by_its_own_axes():
     torch.testing.assert_close(crop, on_axis / 2.0 - torch.tensor([[0.0, 0.0, 0.25]]))
 
 
+def test_a_crop_reads_the_y_and_z_extents_back_from_the_releases_corners():
+    from training.data.boxes import box_corners
+    from training.pafe import crop_box_points
+    # 2 m long, 1 m wide, 0.4 m tall: the release's corners carry the height along y and the width along z
+    corners = torch.from_numpy(box_corners([0.0, 0.0, 0.0], [2.0, 1.0, 0.4], yaw=0.0)).reshape(1, 24)
+    wide_inside, high_outside = torch.tensor([[0.0, 0.45, 0.0]]), torch.tensor([[0.0, 0.0, 0.3]])
+    crop = crop_box_points(torch.cat([high_outside, wide_inside])[None], corners, count=1)[0]
+    torch.testing.assert_close(crop, wide_inside / 1.0)  # divided by half the largest extent, 1 m
+
+
 def test_point_region_prompts_see_their_own_crop_and_the_crop_size_is_checked():
     torch.manual_seed(0)
     config = RegionBLIPConfig.preset("tiny")

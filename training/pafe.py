@@ -15,6 +15,8 @@ groups inside the box (as for images) does not do.
 
 import torch
 
+from contract.boxes import BOX_AXIS_CORNER_PAIRS, BOX_CORNER_EXTENT_AXES
+
 
 def patch_box_overlap(boxes: torch.Tensor, grid: int) -> torch.Tensor:
     """(R, 4) normalised xyxy -> (R, 1 + grid * grid): per ViT token (CLS first, then patches row-major), the
@@ -34,16 +36,18 @@ def mark_box(features: torch.Tensor, boxes: torch.Tensor, embedding: torch.Tenso
 
 
 def crop_box_points(points: torch.Tensor, corners: torch.Tensor, count: int) -> torch.Tensor:
-    """(R, N, 3) each region's scene and (R, 24) its box corners (contract/boxes.py order) -> (R, count, 3):
+    """(R, N, 3) each region's scene and (R, 24) its box corners (contract/boxes.py convention) -> (R, count, 3):
     the `count` points nearest the box in box-normalised Chebyshev distance (inside first), centred on the box
     and divided by half its largest extent."""
     corners = corners.reshape(-1, 8, 3)
     centre = corners.mean(dim=1)  # (R, 3)
-    axes = torch.stack([corners[:, 4] - corners[:, 0], corners[:, 2] - corners[:, 0], corners[:, 1] - corners[:, 0]],
-                       dim=1)  # (R, 3, 3): the box's x, y, z edges
-    extent = axes.norm(dim=-1).clamp(min=1e-6)  # (R, 3)
+    first, second = zip(*BOX_AXIS_CORNER_PAIRS)
+    edges = corners[:, list(first)] - corners[:, list(second)]  # (R, 3, 3): along the box's x, y, z axes
+    length = edges.norm(dim=-1).clamp(min=1e-6)  # (R, 3)
+    axes = edges / length[..., None]  # unit axes
+    extent = length[:, list(BOX_CORNER_EXTENT_AXES)]  # (R, 3): the box's own x, y, z extents (y/z swapped back)
     offset = points - centre[:, None]  # (R, N, 3)
-    local = torch.einsum("rnc,rac->rna", offset, axes / extent[..., None]) / (extent[:, None] / 2)  # inside: |.| <= 1
+    local = torch.einsum("rnc,rac->rna", offset, axes) / (extent[:, None] / 2)  # inside: |.| <= 1
     nearest = local.abs().amax(dim=-1).topk(count, dim=1, largest=False).indices  # (R, count)
     crop = torch.gather(offset, 1, nearest[..., None].expand(-1, -1, 3))
     return crop / (extent.amax(dim=-1)[:, None, None] / 2)
