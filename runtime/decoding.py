@@ -2,10 +2,12 @@
 
 Every row starts from a soft prompt (R, Q, D) followed by BOS and stops at the stop token
 ("\n"). Choices follow transformers' generate: min_new_tokens forbids the stop token until that
-many tokens exist, and beam search ranks hypotheses by sum of log-probs / length
-(length_penalty 1). A description's score is the mean log-prob, under the model's unmodified
-distribution, of its tokens up to and including the stop token: the same score the torch
-reference reports.
+many tokens exist. Beam search is transformers 4.28's, which released RegionBLIP decoded with:
+it ranks hypotheses by sum of log-probs / length (length_penalty 1), the length counting the BOS
+that 4.28 starts from and not the stop token (transformers 5 counts new tokens only, and ranks
+differently); training/generation.py's beam_search is the same. A description's score is the mean
+log-prob, under the model's unmodified distribution, of its tokens up to and including the stop
+token: the same score the torch reference reports.
 
 A step answers with each row's few best next tokens, not the whole vocabulary: greedy takes the best,
 beam search each beam's best 2 x num_beams, which hold the best 2 x num_beams of all its row's
@@ -175,7 +177,8 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
                 sequence = beam_tokens[row][beam] + [token]
                 if token == settings.eos_token_id:
                     if rank < beams:  # as transformers: a stop outside the top K does not finish a hypothesis
-                        _add_hypothesis(finished[row], sequence, total, beams)
+                        # its length: the BOS and the tokens before the stop
+                        _add_hypothesis(finished[row], sequence, total, generated + 1, beams)
                     continue
                 next_rows[row, kept] = row * beams + beam
                 next_tokens[row, kept] = token
@@ -184,8 +187,9 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
                 kept += 1
                 if kept == beams:
                     break
-            best_running = next_sums[row].max() / (generated + 1)
-            done[row] = len(finished[row]) == beams and finished[row][-1][0] >= best_running
+            # 4.28's heuristic: the best candidate, a stop or not, over the BOS plus the tokens so far.
+            best_attainable = totals[row, top[row, 0]] / (generated + 2)
+            done[row] = len(finished[row]) == beams and finished[row][-1][0] >= best_attainable
         if done.all() or generated + 1 == settings.max_new_tokens:
             break
         beam_sums, beam_tokens = next_sums, next_beam_tokens
@@ -197,14 +201,16 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
         if not done[row]:
             for beam in range(beams):
                 if np.isfinite(next_sums[row, beam]):
-                    _add_hypothesis(finished[row], next_beam_tokens[row][beam], next_sums[row, beam], beams)
+                    tokens = next_beam_tokens[row][beam]
+                    _add_hypothesis(finished[row], tokens, next_sums[row, beam], 1 + len(tokens), beams)
         _, tokens, total = finished[row][0]
         results.append(_decoded(tokens, total, settings))
     return results
 
 
-def _add_hypothesis(hypotheses: list, tokens: list[int], log_prob_sum: float, beams: int) -> None:
-    """Keep the `beams` best hypotheses, best first, ranked by mean log-prob."""
-    hypotheses.append((log_prob_sum / len(tokens), tokens, log_prob_sum))
+def _add_hypothesis(hypotheses: list, tokens: list[int], log_prob_sum: float, length: int, beams: int) -> None:
+    """Keep the `beams` best hypotheses, best first, ranked by log_prob_sum / length (4.28's length: the input ids
+    the hypothesis holds, the initial BOS and the tokens before the stop)."""
+    hypotheses.append((log_prob_sum / length, tokens, log_prob_sum))
     hypotheses.sort(key=lambda h: -h[0])
     del hypotheses[beams:]

@@ -1,4 +1,5 @@
-"""The numpy decoder chooses what transformers' generate chooses, and scores like the torch reference."""
+"""The numpy decoder chooses what the torch reference chooses (transformers' greedy generate, transformers 4.28's beam
+search), and scores like it."""
 import numpy as np
 import pytest
 import torch
@@ -66,7 +67,7 @@ def test_greedy_tokens_and_scores_equal_the_torch_reference(opt, prompts, min_ne
     np.testing.assert_allclose([d.score for d in decoded], expected_scores, atol=1e-5)
 
 
-def test_beam_search_tokens_equal_transformers_beam_search(opt, prompts):
+def test_beam_search_tokens_equal_the_torch_reference_s_beam_search(opt, prompts):
     expected_tokens, expected_scores = reference(opt, prompts, 4)
     decoded = decode(RecomputingStep(opt), prompts.numpy(), settings(num_beams=4))
     assert [d.token_ids for d in decoded] == expected_tokens
@@ -78,6 +79,31 @@ def test_beam_search_scores_at_least_as_well_as_greedy(opt, prompts):
     beam = decode(RecomputingStep(opt), prompts.numpy(), settings(num_beams=4))
     assert all(b.score >= g.score - 1e-6 for b, g in zip(beam, greedy))
     assert any(b.score > g.score + 1e-4 for b, g in zip(beam, greedy))
+
+
+class LastTokenStep:
+    """A LanguageModelStep whose next-token probabilities depend on the last token only: NEXT[last]."""
+
+    vocab_size = 5  # 0 pad, 1 BOS, 2 and 3 words, 4 the stop token
+    NEXT = {1: [0.05, 0.0, 0.6, 0.3, 0.05], 2: [0.05, 0.05, 0.35, 0.15, 0.4], 3: [0.2, 0.2, 0.2, 0.2, 0.2]}
+
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
+        with np.errstate(divide="ignore"):
+            logits = np.log(np.array([self.NEXT.get(int(last), self.NEXT[3]) for last in input_ids[:, -1]]))
+        return (*rank_logits(logits, log_prob_bias, k), None)
+
+    def reorder(self, past, rows):
+        return past
+
+
+def test_beam_search_counts_the_bos_in_a_hypothesis_s_length():
+    # After "2": stopping (sum ln .6 + ln .4 = -1.43, length 2: BOS and "2") ranks below "2 2", which runs to
+    # max_new_tokens (sum ln .6 + ln .35 = -1.56, length 3 with the BOS). Counting new tokens only, it would rank above.
+    chosen = GenerationSettings(bos_token_id=1, eos_token_id=4, pad_token_id=0, max_new_tokens=2, min_new_tokens=1,
+                                num_beams=2)
+    [decoded] = decode(LastTokenStep(), np.zeros((1, 1, 1), np.float32), chosen)
+    assert decoded.token_ids == (2, 2)
+    assert decoded.score == pytest.approx((np.log(0.6) + np.log(0.35)) / 2)
 
 
 def test_min_new_tokens_delays_the_stop_token(opt, prompts):
