@@ -1,8 +1,8 @@
-"""Checkpoint formats: our own directory, a transformers BLIP-2 directory, and the official RegionBLIP (LAVIS) state
-dict. Nothing is ever unpickled: safetensors, or `torch.load(weights_only=True)` for .pth files."""
+"""Checkpoint formats: our own directory, a transformers BLIP-2 directory, and a BERT directory for the Q-Former's
+text side (the release's LAVIS state dicts: checkpoint_lavis.py). Nothing is ever unpickled: safetensors only here.
+"""
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -11,53 +11,11 @@ from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 from transformers import Blip2Config
 
-from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION
-
 from .config import RegionBLIPConfig
+from .qformer_text import QFORMERS
 
-logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-LAVIS_MODALITIES = {"img": IMAGE, "img_region": IMAGE_REGION, "pc": POINTCLOUD, "pc_region": POINTCLOUD_REGION}
-# (pattern, replacement) applied in order to every LAVIS key; names as in transformers' BLIP-2 conversion script.
-LAVIS_RENAMES = [
-    (r"^visual_encoder\.cls_token$", "vision_model.embeddings.class_embedding"),
-    (r"^visual_encoder\.pos_embed$", "vision_model.embeddings.position_embedding"),
-    (r"^visual_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embedding."),
-    (r"^visual_encoder\.blocks\.(\d+)\.norm([12])\.", r"vision_model.encoder.layers.\1.layer_norm\2."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.", r"vision_model.encoder.layers.\1.self_attn.qkv."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.projection."),
-    (r"^visual_encoder\.blocks\.(\d+)\.mlp\.", r"vision_model.encoder.layers.\1.mlp."),
-    (r"^ln_vision\.", "vision_model.post_layernorm."),
-    (r"^Qformer\.bert\.", "qformer."),
-    (r"^Qformer_pc\.bert\.", "qformer_pc."),
-    (r"^(qformer(_pc)?)\.embeddings\.LayerNorm\.", r"\1.layernorm."),
-    (r"attention\.self\.", "attention.attention."),
-    (r"^query_tokens_(\w+)$", lambda m: f"query_tokens.{_modality(m[1])}"),
-    (r"^opt_proj_(\w+?)\.", lambda m: f"language_projection.{_modality(m[1])}."),
-    (r"^img_region_posembed\.", "region_position_embedding.image_region."),
-    (r"^pc_region_posembed\.", "region_position_embedding.pointcloud_region."),
-    (r"^reg_img_region\.", "box_regression.image_region."),
-    (r"^reg_pc_region\.", "box_regression.pointcloud_region."),
-    (r"^pc_adapter\.", "point_adapter."),
-    (r"^point_encoder\.blocks\.blocks\.", "point_encoder.blocks."),
-    (r"^opt_model\.", "language_model."),
-    (r"\.lora_([AB])_(\w+)$", lambda m: f".lora_{m[1]}.{_modality(m[2])}.weight"),
-]
-# Text-side parts of the release (ITC / ITM / Q-Former ITG) that this model does not have; they are skipped.
-LAVIS_NOT_MODELED = re.compile(
-    r"^(stage1_proj_\w+\.|img_itm_head\.|temp$|Qformer(_pc)?\.cls\."
-    r"|Qformer(_pc)?\.bert\.embeddings\.(word_embeddings|position_embeddings|position_ids)"
-    r"|Qformer(_pc)?\.bert\.encoder\.layer\.\d+\.(intermediate|output)\.)"
-)
-LAVIS_KNOWN = re.compile(r"^(visual_encoder\.|ln_vision\.|Qformer(_pc)?\.bert\.|query_tokens_|opt_proj_"
-                         r"|(img|pc)_region_posembed\.|reg_(img|pc)_region\.|pc_adapter\.|point_encoder\.|opt_model\.)")
-
-
-def _modality(lavis_name: str) -> str:
-    if lavis_name not in LAVIS_MODALITIES:
-        raise ValueError(f"unknown LAVIS modality suffix {lavis_name!r}: expected one of {list(LAVIS_MODALITIES)}")
-    return LAVIS_MODALITIES[lavis_name]
 
 
 # ---- our own directory ------------------------------------------------------------------------------------------
@@ -124,6 +82,12 @@ def _read_safetensors_dir(directory: Path) -> dict:
     return state
 
 
+def point_qformer_from_image(state: dict) -> dict:
+    """The release starts the point Q-Former from bert-base-uncased (cross-attention random); starting it from the
+    trained image Q-Former instead keeps its cross-attention meaningful for the adapted point features."""
+    return {"qformer_pc." + k.removeprefix("qformer."): v for k, v in state.items() if k.startswith("qformer.")}
+
+
 # ---- transformers BLIP-2 ----------------------------------------------------------------------------------------
 
 def _sub_config_kwargs(sub_config) -> dict:
@@ -144,10 +108,21 @@ def blip2_config(directory: str | Path, **overrides) -> RegionBLIPConfig:
     return RegionBLIPConfig(**{**values, **overrides})
 
 
+# The text FFN of a Q-Former layer (beside the queries' `intermediate_query`/`output_query`): BLIP-2 OPT checkpoints
+# drop it with the rest of the text side, which comes from BERT (load_bert_text_weights).
+TEXT_FFN = re.compile(r"^qformer(_pc)?\.encoder\.layer\.\d+\.(intermediate|output)\.")
+
+
+def is_text_side_weight(key: str) -> bool:
+    """Our Q-Former text-side weights (RegionBLIPConfig.qformer_text) that BERT provides."""
+    return key.startswith(tuple(f"qformer_text.text.{name}." for name in QFORMERS)) or bool(TEXT_FFN.match(key))
+
+
 def is_blip2_weight(key: str) -> bool:
-    """Our weights that a BLIP-2 checkpoint provides (the image path, adapters excluded)."""
+    """Our weights that a BLIP-2 OPT checkpoint provides (the image path; adapters and the text side excluded)."""
     parts = ("vision_model.", "qformer.", "language_projection.image.", "language_model.")
-    return key == "query_tokens.image" or key.startswith(parts) and ".lora_" not in key
+    return (key == "query_tokens.image" or key.startswith(parts)) and ".lora_" not in key \
+        and not is_text_side_weight(key)
 
 
 def load_blip2_weights(model: nn.Module, directory: str | Path) -> None:
@@ -160,82 +135,48 @@ def load_blip2_weights(model: nn.Module, directory: str | Path) -> None:
         elif not key.startswith(("vision_model.", "qformer.", "language_model.")):
             raise ValueError(f"{directory}: weight {key!r} is not part of a BLIP-2 OPT model")
         state[key] = tensor
-    # The release's point Q-Former init is unknown; starting it from the trained image Q-Former keeps its
-    # cross-attention meaningful for the adapted point features.
-    state |= {"qformer_pc." + k.removeprefix("qformer."): v for k, v in state.items() if k.startswith("qformer.")}
+    state |= point_qformer_from_image(state)
     missing = _load_partial(model, _lora_base_names(state, model), str(directory))
     blip2_missing = [k for k in missing if is_blip2_weight(k)]
     if blip2_missing:
         raise ValueError(f"{directory} lacks BLIP-2 weights {blip2_missing[:5]}: is it a complete checkpoint?")
 
 
-# ---- official RegionBLIP (LAVIS) --------------------------------------------------------------------------------
+# ---- BERT (the Q-Former's text side) ----------------------------------------------------------------------------
 
-def _read_lavis(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state)  # LAVIS checkpoints wrap the weights with optimizer state
-
-
-def lavis_to_regionblip(state: dict, model: nn.Module) -> tuple[dict, list[str]]:
-    """Rename an official state dict to ours. Returns the renamed weights and the keys skipped as not modeled."""
-    state, renamed, skipped, unknown = dict(state), {}, [], []
-    for key in [k for k in state if k.endswith(".attn.q_bias")]:  # EVA keeps q/v biases apart; k has none
-        q_bias, v_bias = state.pop(key), state.pop(key.replace("q_bias", "v_bias"))
-        state[key.replace("q_bias", "qkv.bias")] = torch.cat([q_bias, torch.zeros_like(v_bias), v_bias])
-    ours = model.state_dict().keys()
-    for key, tensor in state.items():
-        if LAVIS_NOT_MODELED.match(key):
-            skipped.append(key)
-            continue
-        if not LAVIS_KNOWN.match(key):
-            unknown.append(key)
-            continue
-        new = key
-        for pattern, replacement in LAVIS_RENAMES:
-            new = re.sub(pattern, replacement, new)
-        if ".lora_" in new and new not in ours:
-            if key.endswith(".lora_B_img") and tensor.abs().max() > 0:
-                raise ValueError(f"{key} is nonzero: the image modality must be plain BLIP-2 (its LoRA B stays 0)")
-            skipped.append(key)  # adapters the released forward never activates (e.g. image, pc LoRA in Qformer)
-        else:
-            renamed[new] = tensor
-    if unknown:
-        raise ValueError(f"{len(unknown)} keys of the official checkpoint cannot be mapped, e.g. {unknown[:5]}: "
-                         "this converter knows visual_encoder, ln_vision, Qformer(_pc), query_tokens_*, opt_proj_*, "
-                         "*_posembed, reg_*, pc_adapter, point_encoder and opt_model")
-    return _lora_base_names(renamed, model), skipped
+BERT_TEXT_RENAMES = [
+    (r"^bert\.embeddings\.((word|position)_embeddings\.)", r"qformer_text.text.{q}.embeddings.\1"),
+    (r"^bert\.encoder\.layer\.(\d+)\.(intermediate|output)\.", r"{q}.encoder.layer.\1.\2."),
+    (r"^cls\.predictions\.(transform\.|bias$)", r"qformer_text.text.{q}.predictions.\1"),
+]
+VOCAB_ROWS = ("embeddings.word_embeddings.weight", "predictions.bias")
 
 
-def load_point_bert_weights(model: nn.Module, path: str | Path) -> None:
-    """Point-BERT's pretrained checkpoint as ULIP and RegionBLIP load it: `base_model`, keys under `transformer_q.`."""
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    if "base_model" not in stored:
-        raise ValueError(f"{path} has no 'base_model' entry: expected Point-BERT's pretrained checkpoint "
-                         "(point_bert_pretrained.pt)")
-    ours = model.state_dict().keys()
+def load_bert_text_weights(model: nn.Module, directory: str | Path) -> None:
+    """Both Q-Formers' text side from a BERT directory (bert-base-uncased's model.safetensors), as the release starts
+    its Q-Formers from BERT: word and position embeddings, each layer's text FFN, the LM head. Rows past BERT's
+    vocabulary ([DEC], added by the release) keep their init. Everything else of BERT has no place here."""
+    if not getattr(model.config, "qformer_text", False):
+        raise ValueError("this model has no Q-Former text side to load BERT into: build it with qformer_text=True")
+    ours = model.state_dict()
     state = {}
-    for key, tensor in stored["base_model"].items():
-        key = key.removeprefix("module.")
-        if key.startswith("transformer_q."):
-            key = "point_encoder." + key.removeprefix("transformer_q.").replace("blocks.blocks.", "blocks.")
-            if key in ours:  # heads of the pre-training task have no place here
-                state[key] = tensor
-    missing = [k for k in _load_partial(model, state, str(path)) if k.startswith("point_encoder.")]
-    if missing:
-        raise ValueError(f"{path} lacks Point-BERT weights {missing[:5]}: check the point_* sizes of the config")
-
-
-def load_lavis_weights(model: nn.Module, path: str | Path, blip2_given: bool, point_bert_given: bool) -> None:
-    state, skipped = lavis_to_regionblip(_read_lavis(Path(path)), model)
-    missing = _load_partial(model, state, str(path))
-    if skipped:
-        logger.info("%s: skipped %d weights not modeled here (ITC/ITM/ITG text side, unused adapters)", path,
-                    len(skipped))
-    uncovered = [k for k in missing if not (blip2_given and is_blip2_weight(k))
-                 and not (point_bert_given and k.startswith("point_encoder."))]
-    if uncovered:
-        raise ValueError(f"{path} lacks {len(uncovered)} weights, e.g. {uncovered[:5]}: LAVIS saves only trained "
-                         "weights; take the frozen ones from blip2=<a BLIP-2 OPT directory> (ViT, image Q-Former, "
-                         "OPT) and point_bert=<point_bert_pretrained.pt> (Point-BERT)")
+    for key, tensor in _read_safetensors_dir(Path(directory)).items():
+        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+        for pattern, replacement in BERT_TEXT_RENAMES:
+            if not re.match(pattern, key):
+                continue
+            for qformer in QFORMERS:
+                new = re.sub(pattern, replacement.replace("{q}", qformer), key)
+                if new.endswith(VOCAB_ROWS) and tensor.shape[1:] == ours[new].shape[1:]:
+                    if tensor.shape[0] > ours[new].shape[0]:
+                        raise ValueError(f"{directory}: {key} has {tensor.shape[0]} rows, more than this model's "
+                                         f"qformer_text_vocab_size {ours[new].shape[0]}: raise it to cover BERT's")
+                    tensor = torch.cat([tensor, ours[new][tensor.shape[0]:]])
+                state[new] = tensor
+    try:
+        missing = _load_partial(model, state, str(directory))
+    except RuntimeError as error:  # a shape mismatch
+        raise ValueError(f"{directory} does not fit the Q-Former's sizes (hidden, intermediate, positions): {error}")
+    absent = [k for k in missing if is_text_side_weight(k)]
+    if absent:
+        raise ValueError(f"{directory} lacks BERT weights {absent[:5]}: is it a BERT (bert-base-uncased) directory?")

@@ -45,6 +45,13 @@ class RegionBLIPConfig:
     lora_alpha: int = 1
     lora_dropout: float = 0.0
     box_loss_weight: float = 1.0
+    # The Q-Former's text side (training/qformer_text.py): BERT's text embeddings, text FFN and LM head in each
+    # Q-Former, ITC projections and temperature, for the released ITC and ITG losses (a stage turns them on). False:
+    # none of it exists, so checkpoints without it load unchanged.
+    qformer_text: bool = False
+    qformer_embed_dim: int = 256  # ITC feature width (the release's embed_dim)
+    qformer_text_vocab_size: int = 30523  # bert-base-uncased's 30 522 + [DEC], as the release resizes it
+    qformer_text_bos_token_id: int = 30522  # [DEC], the first token of ITG's decoder input
     # Points fed to Point-BERT per cloud, in training and at inference (the released recipe: 8192 per
     # Objaverse object, 40 000 per ScanNet scene).
     object_num_points: int = 8192
@@ -77,7 +84,9 @@ class RegionBLIPConfig:
         return Blip2VisionConfig(**self.vision)
 
     def qformer_config(self) -> Blip2QFormerConfig:
-        return Blip2QFormerConfig(**self.qformer)
+        config = Blip2QFormerConfig(**self.qformer)
+        config.use_qformer_text_input = config.use_qformer_text_input or self.qformer_text  # the text FFN
+        return config
 
     def text_config(self) -> OPTConfig:
         return OPTConfig(**self.text)

@@ -37,6 +37,11 @@ class RegionPrompt(nn.Module):
         """features (F, L, W_enc) -> query outputs (R, Q, W) and soft prompt (R, Q, D): one row per frame, or per
         region with boxes (R, k) and frame_index (R,), which may be None when F is 1 or R. points (F, N, 3): the
         scenes themselves, for the point-region crop. Unchecked: RegionBLIP.soft_prompt checks its inputs."""
+        return self.from_qformer_inputs(*self.qformer_inputs(features, boxes, frame_index, points))
+
+    def qformer_inputs(self, features, boxes=None, frame_index=None, points=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Q-Former's inputs, as forward's arguments: queries (R, Q, W) and the features they cross-attend
+        (R, L', W_enc). The Q-Former's ITG pass (training/qformer_text.py) reads the same."""
         queries = self.query_tokens  # (1, Q, W)
         if self.region:
             regions = boxes.shape[0]
@@ -49,7 +54,10 @@ class RegionPrompt(nn.Module):
                 crop = crop_box_points(points, boxes, self.crop)  # (R, K, 3)
                 features = torch.cat([features, self.point_adapter(self.point_encoder(crop))], dim=1)
             queries = queries + self.region_position_embedding(boxes)[:, None]  # (R, Q, W)
-        queries = queries.expand(features.shape[0], -1, -1)
+        return queries.expand(features.shape[0], -1, -1), features
+
+    def from_qformer_inputs(self, queries, features) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query outputs (R, Q, W) and soft prompt (R, Q, D) from qformer_inputs' output."""
         encoder_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
         query_output = self.qformer(
             query_embeds=queries, encoder_hidden_states=features, encoder_attention_mask=encoder_mask

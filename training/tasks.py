@@ -7,8 +7,12 @@ batches each task has contributed, and W processes read disjoint samples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from contract.modalities import IMAGE, IMAGE_REGION, POINTCLOUD, POINTCLOUD_REGION, REGION_MODALITIES
 
@@ -95,23 +99,81 @@ def frame_inputs(batch: dict) -> dict:
     return inputs
 
 
-def tokenize_captions(captions: list[str], tokenizer) -> dict:
-    """BOS + caption + "\\n", right-padded: the LM targets of the release (labels are -100 on padding)."""
-    encoded = tokenizer([c + "\n" for c in captions], padding=True, return_tensors="pt")
+@dataclass(frozen=True)
+class CaptionTokens:
+    """How a stage turns captions into tokens. `max_tokens`: truncation, BOS included (the release: 32, on both the
+    LLM's and the Q-Former's side). `itc`, `itg`: the Q-Former's losses, which read the captions in its own tokens:
+    `qformer_tokenizer`'s (the release: bert-base-uncased with [DEC] as BOS), or with None the LLM's very ids, whose
+    BOS stands in for [CLS] and [DEC] and whose "\\n" ends a caption as [SEP] does."""
+    max_tokens: int | None = None
+    itc: bool = False
+    itg: bool = False
+    qformer_tokenizer: object | None = None
+
+
+def tokenize_captions(captions: list[str], tokenizer, max_tokens: int | None = None) -> dict:
+    """BOS + caption + "\\n", right-padded: the LM targets of the release (labels are -100 on padding). Truncated
+    to `max_tokens` as the release truncates: a caption cut short loses its "\\n" too."""
+    encoded = tokenizer([c + "\n" for c in captions], padding=True, truncation=max_tokens is not None,
+                        max_length=max_tokens, return_tensors="pt")
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def model_inputs(batch: dict, tokenizer) -> dict:
+def tokenize_qformer_captions(captions: list[str], tokenizer, max_tokens: int | None = None) -> dict:
+    """[CLS] caption [SEP] in the Q-Former's tokenizer, right-padded and truncated (the release: 32 tokens)."""
+    encoded = tokenizer(captions, padding=True, truncation=max_tokens is not None, max_length=max_tokens,
+                        return_tensors="pt")
+    return {"qformer_input_ids": encoded["input_ids"], "qformer_attention_mask": encoded["attention_mask"]}
+
+
+def model_inputs(batch: dict, tokenizer, captions: CaptionTokens = CaptionTokens()) -> dict:
     """Keyword arguments for RegionBLIP.forward."""
-    return {"modality": batch["modality"], **tokenize_captions(batch["captions"], tokenizer), **frame_inputs(batch)}
+    text = tokenize_captions(batch["captions"], tokenizer, captions.max_tokens)
+    inputs = {"modality": batch["modality"], **text, **frame_inputs(batch)}
+    if captions.itc or captions.itg:
+        if captions.qformer_tokenizer is None:
+            inputs |= {"qformer_input_ids": text["input_ids"], "qformer_attention_mask": text["attention_mask"]}
+        else:
+            inputs |= tokenize_qformer_captions(batch["captions"], captions.qformer_tokenizer, captions.max_tokens)
+        inputs |= {"itc": captions.itc, "itg": captions.itg}
+    return inputs
+
+
+def load_qformer_tokenizer(directory: str | Path):
+    """The Q-Former's tokenizer from a local directory (bert-base-uncased's files), with [DEC] added as BOS, as the
+    release adds it; nothing is downloaded."""
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"qformer_tokenizer {directory} is not a directory: give one holding a BERT tokenizer "
+                                "(vocab.txt or tokenizer.json, e.g. bert-base-uncased's)")
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), truncation_side="right")
+    if tokenizer.bos_token is None:
+        tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    return tokenizer
+
+
+def check_qformer_tokenizer(tokenizer, model_config: RegionBLIPConfig) -> None:
+    """ValueError unless the model's Q-Former text side reads this tokenizer's ids: vocabulary and BOS ([DEC])."""
+    problems = []
+    if not model_config.qformer_text:
+        problems.append("the model has no Q-Former text side (qformer_text is false)")
+    if len(tokenizer) > model_config.qformer_text_vocab_size:
+        problems.append(f"qformer_text_vocab_size {model_config.qformer_text_vocab_size} < the tokenizer's "
+                        f"{len(tokenizer)} tokens")
+    if tokenizer.bos_token_id != model_config.qformer_text_bos_token_id:
+        problems.append(f"qformer_text_bos_token_id {model_config.qformer_text_bos_token_id} != the tokenizer's "
+                        f"BOS {tokenizer.bos_token_id}")
+    if problems:
+        raise ValueError("ITC / ITG cannot run: " + "; ".join(problems) + ": start from a model made for this "
+                         "tokenizer (RegionBLIP.from_blip2(..., qformer_text=True, bert=...), or these fields in "
+                         "model.overrides)")
 
 
 class TaskStream:
     """Batch n of one task for one rank, recomputable at any time (what makes resuming exact)."""
 
     def __init__(self, task: TaskConfig, task_index: int, *, seed: int, batch_size: int, model_config: RegionBLIPConfig,
-                 rank: int = 0, world_size: int = 1):
-        self.task, self.task_index = task, task_index
+                 rank: int = 0, world_size: int = 1, captions: CaptionTokens = CaptionTokens()):
+        self.task, self.task_index, self.captions = task, task_index, captions
         self.dataset = make_dataset(task, "train", model_config, seed)
         self.seed, self.batch_size, self.image_size = seed, batch_size, model_config.image_size
         self.patch_grid = model_config.patch_grid
@@ -144,14 +206,14 @@ class TaskStream:
 
     def batch(self, n: int, tokenizer) -> dict:
         if self.task.modality == "text":
-            return {"modality": "text", **tokenize_captions(self.samples(n), tokenizer)}
+            return {"modality": "text", **tokenize_captions(self.samples(n), tokenizer, self.captions.max_tokens)}
         samples = self.samples(n)
         collated = collate(samples, self.image_size)
         if self.task.modality == PATCH_MODALITY:
             targets = patch_targets([s.attributes["objects"] for s in samples], [s.image.shape[1] for s in samples],
                                     self.patch_grid)
             return {"modality": PATCH_MODALITY, "pixel_values": collated["pixel_values"], "patch_targets": targets}
-        return model_inputs(collated, tokenizer)
+        return model_inputs(collated, tokenizer, self.captions)
 
 
 def to_device(inputs: dict, device: torch.device) -> dict:

@@ -21,6 +21,7 @@ import torch
 from contract.cli import OneLineParser
 
 from .modeling_regionblip import RegionBLIP
+from .tasks import load_qformer_tokenizer
 from .tokenizer import default_tokenizer, load_tokenizer, newline_token_id
 from .trainer import StageTrainer, init_from_image
 from .trainer_config import TrainConfig, TrainConfigError, load_train_config
@@ -74,6 +75,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     if config.threads and dist.device.type == "cpu":
         torch.set_num_threads(config.threads)
     tokenizer = load_recipe_tokenizer(config)
+    qformer_tokenizer = None if config.qformer_tokenizer is None else load_qformer_tokenizer(config.qformer_tokenizer)
     if overwrite and dist.is_main:
         for stage in config.stages:
             shutil.rmtree(config.output_dir / stage.name, ignore_errors=True)
@@ -90,10 +92,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
                 previous = final
                 continue
         stage_dir.mkdir(parents=True, exist_ok=True)
-        model = _stage_start(config, index, previous).to(dist.device)
-        dist.broadcast_model(model)
+        model = _stage_start(config, index, previous).to(dist.device)  # the trainer's DDP broadcasts rank 0's
         torch.manual_seed(config.seed + 1000 * (index + 1) + dist.rank)  # dropout streams, distinct per rank
-        trainer = StageTrainer(model, stage, tokenizer=tokenizer, seed=config.seed, stage_dir=stage_dir, dist=dist)
+        trainer = StageTrainer(model, stage, tokenizer=tokenizer, seed=config.seed, stage_dir=stage_dir, dist=dist,
+                               qformer_tokenizer=qformer_tokenizer)
         started = time.perf_counter()
         if not trainer.run(resume=resume, stop_after=stop_after):
             return None

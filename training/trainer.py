@@ -16,7 +16,7 @@ from contract.modalities import IMAGE, POINT_MODALITIES
 
 from .modeling_regionblip import RegionBLIP, RegionBLIPOutput
 from .schedule import batches_drawn, learning_rate, task_cycle
-from .tasks import TaskStream, to_device
+from .tasks import CaptionTokens, TaskStream, check_qformer_tokenizer, to_device
 from .trainer_config import StageConfig
 from .trainer_distributed import Distributed
 from .trainer_plot import plot_losses
@@ -25,6 +25,7 @@ from .vision_pretraining import MODALITY as PATCH_MODALITY
 from .vision_pretraining import PatchAttributeHead, patch_attribute_loss
 
 METRICS_NAME = "metrics.jsonl"
+LOSS_PARTS = ("lm_loss", "box_loss", "itc_loss", "itg_loss")  # RegionBLIPOutput's terms, each logged on its own
 LOSS_CURVE_NAME = "loss_curve.png"
 
 
@@ -84,19 +85,38 @@ def task_loss(model: RegionBLIP, inputs: dict, heads: nn.ModuleDict) -> RegionBL
     return model(**inputs)
 
 
+class TaskLoss(nn.Module):
+    """The model and the stage's training heads as one module whose forward is `task_loss`: what DDP wraps, so that
+    every task, including those that bypass RegionBLIP.forward (text, image_patches), runs through its forward."""
+
+    def __init__(self, model: RegionBLIP, heads: nn.ModuleDict):
+        super().__init__()
+        self.model, self.heads = model, heads
+
+    def forward(self, inputs: dict) -> RegionBLIPOutput:
+        return task_loss(self.model, inputs, self.heads)
+
+
 class StageTrainer:
     def __init__(self, model: RegionBLIP, stage: StageConfig, *, tokenizer, seed: int, stage_dir: Path,
-                 dist: Distributed):
+                 dist: Distributed, qformer_tokenizer=None):
+        """`qformer_tokenizer`: the Q-Former's, for a stage with ITC / ITG; None: the LLM's ids serve it too."""
         self.model, self.stage, self.tokenizer, self.dist = model, stage, tokenizer, dist
+        captions = CaptionTokens(stage.max_text_tokens, stage.itc, stage.itg, qformer_tokenizer)
+        if stage.itc or stage.itg:
+            check_qformer_tokenizer(qformer_tokenizer or tokenizer, model.config)
         self.stage_dir, self.metrics_path = stage_dir, stage_dir / METRICS_NAME
         self.heads = training_heads(model, stage).to(dist.device)
-        dist.broadcast_model(self.heads)  # each rank drew its own random start
         self.named = trainable_parameters(model, stage, self.heads)
         self.parameters = list(self.named.values())
+        # after freeze_for: DDP hooks the parameters that require grad when it wraps, and broadcasts rank 0's
+        # weights then (the heads' random start, drawn per rank, included)
+        self.task = dist.data_parallel(TaskLoss(model, self.heads))
         self.optimizer = make_optimizer(self.named, stage)
         self.cycle = task_cycle([t.weight for t in stage.tasks])
         self.streams = [TaskStream(task, i, seed=seed, batch_size=stage.batch_size,
-                                   model_config=model.config, rank=dist.rank, world_size=dist.world_size)
+                                   model_config=model.config, rank=dist.rank, world_size=dist.world_size,
+                                   captions=captions)
                         for i, task in enumerate(stage.tasks)]
 
     def _lr(self, step: int) -> float:
@@ -139,13 +159,13 @@ class StageTrainer:
         records = []
         for k in range(self.stage.grad_accum):
             task, inputs = self._micro_batch(step * self.stage.grad_accum + k)
-            with self._autocast():
-                out = task_loss(self.model, inputs, self.heads)
-            (out.loss / self.stage.grad_accum).backward()
+            with self.dist.gradient_sync(self.task, sync=k == self.stage.grad_accum - 1):
+                with self._autocast():
+                    out = self.task(inputs)
+                (out.loss / self.stage.grad_accum).backward()
             records.append({"stage": self.stage.name, "step": step, "task": task, "loss": out.loss.item(),
-                            "lm_loss": None if out.lm_loss is None else out.lm_loss.item(),
-                            "box_loss": None if out.box_loss is None else out.box_loss.item(), "lr": lr})
-        self.dist.average_gradients(self.parameters)
+                            **{name: None if getattr(out, name) is None else getattr(out, name).item()
+                               for name in LOSS_PARTS}, "lr": lr})
         if self.stage.clip_grad_norm:
             norm = torch.nn.utils.clip_grad_norm_([p for p in self.parameters if p.grad is not None],
                                                   self.stage.clip_grad_norm)

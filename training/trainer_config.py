@@ -76,6 +76,11 @@ class StageConfig:
     # regionblip only: modalities whose query tokens and LLM projection (and, for point modalities, the point Q-Former)
     # start as copies of the trained image path; the others start fresh
     init_from_image: list[str] = field(default_factory=list)
+    # blip2 / regionblip: the Q-Former's ITC and ITG losses beside the LM (and box) loss, as released; the model
+    # needs its Q-Former text side (RegionBLIPConfig.qformer_text)
+    itc: bool = False
+    itg: bool = False
+    max_text_tokens: int | None = None  # captions truncated to this many tokens, BOS included (the release: 32)
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
 
@@ -92,6 +97,9 @@ class TrainConfig:
     # The first stage starts from this checkpoint (e.g. RegionBLIP.from_blip2(...).save_pretrained(dir, tokenizer))
     # instead of a random model; its config.json is the model config and, unless given, its tokenizer is used.
     init_checkpoint: Path | None = None
+    # ITC / ITG: a directory with the Q-Former's tokenizer (the release: bert-base-uncased, [DEC] added as BOS);
+    # None: the Q-Former reads the LLM tokenizer's ids
+    qformer_tokenizer: str | None = None
 
 
 TOP = "the training config"
@@ -101,7 +109,7 @@ NON_NEGATIVE = ("non-negative", lambda value: value >= 0)
 RANGES = {
     TaskConfig: {name: POSITIVE for name in ("weight", "length", "image_size", "max_objects")},
     StageConfig: {**{name: POSITIVE for name in ("steps", "batch_size", "grad_accum", "lr", "clip_grad_norm",
-                                                 "checkpoint_every", "keep_checkpoints")},
+                                                 "checkpoint_every", "keep_checkpoints", "max_text_tokens")},
                   **{name: NON_NEGATIVE for name in ("min_lr", "warmup_lr", "warmup_steps", "weight_decay")}},
     TrainConfig: {"seed": NON_NEGATIVE, "threads": POSITIVE},
 }
@@ -236,6 +244,8 @@ def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
         raise TrainConfigError(f"{where}: train_vision in a regionblip stage would change the frozen image path")
     if stage.kind != "regionblip" and (stage.train_point_encoder or stage.init_from_image):
         raise TrainConfigError(f"{where}: train_point_encoder and init_from_image belong to a regionblip stage")
+    if stage.kind == "vision" and (stage.itc or stage.itg):
+        raise TrainConfigError(f"{where}: itc and itg are Q-Former losses, for a blip2 or regionblip stage")
     if stage.kind == "vision" and stage.train_vision:
         raise TrainConfigError(f"{where}: a vision stage trains the ViT alone; train_vision belongs to a blip2 stage")
     if not isinstance(stage.init_from_image, list) or not set(stage.init_from_image) <= set(MODALITIES[1:]):

@@ -1,5 +1,5 @@
 """Loss curves from metrics.jsonl as a PNG, drawn with PIL (no plotting dependency): one smoothed line per task,
-log-scaled loss over optimizer steps."""
+log-scaled loss over optimizer steps, and a thin one per term of a task whose loss sums several (LM, box, ITC, ITG)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,23 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34)]
+LOSS_PARTS = ("lm_loss", "box_loss", "itc_loss", "itg_loss")  # as training.trainer logs them
 SIZE, MARGIN = (800, 480), (70, 30, 20, 50)  # left, top, right, bottom
 
 
 def read_losses(metrics_path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Curves named `stage/task` (the total) and `stage/task part` (each term, where the total has several)."""
     curves: dict[str, list[tuple[int, float]]] = {}
     for line in metrics_path.read_text().splitlines():
         record = json.loads(line)
         if "loss" in record and "task" in record:
-            curves.setdefault(f"{record['stage']}/{record['task']}", []).append((record["step"], record["loss"]))
+            name = f"{record['stage']}/{record['task']}"
+            curves.setdefault(name, []).append((record["step"], record["loss"]))
+            parts = {part: record[part] for part in LOSS_PARTS if record.get(part) is not None}
+            for part, value in parts.items() if len(parts) > 1 else ():
+                curves.setdefault(f"{name} {part.removesuffix('_loss')}", []).append((record["step"], value))
     return curves
 
 
@@ -62,6 +69,6 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     for k, (name, curve) in enumerate(sorted(curves.items())):
         colour = COLOURS[k % len(COLOURS)]
         smoothed = _smooth([l for _, l in curve])
-        draw.line([xy(s, l) for (s, _), l in zip(curve, smoothed)], fill=colour, width=2)
+        draw.line([xy(s, l) for (s, _), l in zip(curve, smoothed)], fill=colour, width=1 if " " in name else 2)
         draw.text((left + 10, top + 8 + 14 * k), f"{name} (loss, smoothed)", fill=colour)
     image.save(png_path)
