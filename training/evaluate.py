@@ -1,8 +1,14 @@
-"""Evaluate a checkpoint: generate a caption per held-out sample, score CIDEr / BLEU-4 / ROUGE-L (pycocoevalcap via
-training.metrics) and, on synthetic data, attribute exact match per modality.
+"""Evaluate a checkpoint: generate captions and score them with pycocoevalcap (training.metrics), on synthetic
+held-out samples (CIDEr / BLEU-4 / ROUGE-L and attribute exact match per modality) or on RegionBLIP's benchmarks
+(CIDEr / BLEU-4 / METEOR / ROUGE-L, one prediction per region against all its descriptions: training.benchmarks).
 
     python -m training.evaluate --ckpt models/default --data synthetic:image_region,pointcloud_region,pointcloud,image \
         --num 200 --seed 1 --out runs/default/eval.json [--compare-image runs/default/blip2/final]
+    python -m training.evaluate --ckpt CKPT --data refcoco:test,scanrefer:val,cap3d:test --instances-json ... \
+        --refs-json ... --image-dir ... --scanrefer-json ... --scannet-dir ... --captions-file ... --points-dir ...
+
+Benchmarks decode with the release's settings (contract.generation.RELEASE_EVALUATION) unless --beams /
+--max-new-tokens / --min-new-tokens say otherwise, and print a table laid out as RegionBLIP's README.
 
 Held-out samples come from the synthetic `eval` split (never seen in training: it has its own seeds), at indices
 drawn by --seed.
@@ -23,11 +29,12 @@ import torch
 from tqdm import tqdm
 
 from contract.cli import OneLineParser
-from contract.generation import SYNTHETIC_EVALUATION
+from contract.generation import RELEASE_EVALUATION, SYNTHETIC_EVALUATION
 from contract.modalities import IMAGE, MODALITIES
 
+from . import benchmarks
 from .config import RegionBLIPConfig
-from .metrics import attribute_exact_match, caption_metrics
+from .metrics import attribute_exact_match, caption_metrics, tokenizer_name
 from .modeling_regionblip import RegionBLIP
 from .tasks import collate, frame_inputs, make_dataset, tokenize_captions
 from .tokenizer import load_tokenizer
@@ -122,11 +129,7 @@ def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int,
              compare_image: str | Path | None = None, examples: int = 5, progress: bool = False) -> dict:
     if num < 1 or num > EVAL_POOL:
         raise ValueError(f"--num must be in [1, {EVAL_POOL}], got {num}")
-    if num_beams < 1 or batch_size < 1:
-        raise ValueError("--beams and --batch-size must be at least 1")
-    if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1:
-        raise ValueError(f"--min-new-tokens {min_new_tokens} and --max-new-tokens {max_new_tokens}: give "
-                         "0 <= min <= max and max >= 1")
+    _check_generation(num_beams, max_new_tokens, min_new_tokens, batch_size)
     if image_size is not None and image_size < 1:
         raise ValueError(f"--image-size is {image_size}: give the synthetic images' size in pixels, >= 1")
     source, modalities = parse_data_spec(data)
@@ -151,6 +154,47 @@ def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int,
         samples = [eval_dataset(source, IMAGE, image_size, model.config)[i] for i in indices]
         results["image_identity"] = {"other": str(compare_image), **compare_image_outputs(
             model, other, tokenizer, samples, batch_size=batch_size, generation=generation)}
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _check_generation(num_beams: int, max_new_tokens: int, min_new_tokens: int, batch_size: int) -> None:
+    if num_beams < 1 or batch_size < 1:
+        raise ValueError("--beams and --batch-size must be at least 1")
+    if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1:
+        raise ValueError(f"--min-new-tokens {min_new_tokens} and --max-new-tokens {max_new_tokens}: give "
+                         "0 <= min <= max and max >= 1")
+
+
+def evaluate_benchmarks(ckpt: str | Path, data: str, files: dict[str, Path | None], *, num: int | None = None,
+                        num_beams: int = RELEASE_EVALUATION.num_beams,
+                        max_new_tokens: int = RELEASE_EVALUATION.max_new_tokens,
+                        min_new_tokens: int = RELEASE_EVALUATION.min_new_tokens, batch_size: int = 16,
+                        label: str | None = None, examples: int = 5, progress: bool = False) -> dict:
+    """The benchmarks of `data` ('refcoco:test,scanrefer:val,...') on their files (benchmarks.OPTIONS keys);
+    num: the first regions of each only (default all)."""
+    if num is not None and num < 1:
+        raise ValueError(f"--num is {num}: give at least 1, or leave it out to evaluate every region")
+    _check_generation(num_beams, max_new_tokens, min_new_tokens, batch_size)
+    chosen = benchmarks.parse_benchmarks(data)
+    checked = benchmarks.check_files(chosen, files)
+    model, tokenizer = load_checkpoint_dir(ckpt)
+    generation = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+    started = time.perf_counter()
+    results = {"checkpoint": str(ckpt), "data": data, "label": label, "generation": generation,
+               "tokenizer": tokenizer_name(), "benchmarks": []}
+    for benchmark in chosen:
+        dataset, regions = benchmarks.load(benchmark, checked[benchmark.source], model.config.object_num_points,
+                                           model.config.scene_num_points)
+        regions = regions[:num]
+        predictions = []
+        # a batch's samples are read when it is described: a whole ScanRefer split of clouds would not fit in memory
+        for start in tqdm(range(0, len(regions), batch_size), desc=benchmark.name, disable=not progress):
+            samples = [dataset[r.index] for r in regions[start:start + batch_size]]
+            predictions += generate_captions(model, tokenizer, benchmark.modality, samples, batch_size=batch_size,
+                                             generation=generation)
+        results["benchmarks"].append(benchmarks.result(benchmark, checked[benchmark.source], dataset, regions,
+                                                       predictions, examples))
     results["wall_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -184,14 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint directory (config.json, model.safetensors, "
                                                       "tokenizer.json)")
-    parser.add_argument("--data", required=True, help="SOURCE:MODALITY[,MODALITY...], e.g. synthetic:image,pointcloud")
-    parser.add_argument("--num", type=int, default=100, help="held-out samples per modality")
+    parser.add_argument("--data", required=True, help="synthetic:MODALITY[,MODALITY...], e.g. synthetic:image,"
+                        "pointcloud; or benchmarks SOURCE:SPLIT[,...] of " + ", ".join(benchmarks.SPLITS)
+                        + ", e.g. refcoco:test,scanrefer:val,cap3d:test")
+    for key, option in benchmarks.OPTIONS.items():
+        parser.add_argument(option, dest=key, type=Path, default=None, help="benchmark file (training.benchmarks)")
+    parser.add_argument("--label", default=None, help="benchmarks: a title for the table and the JSON, e.g. "
+                        "'fixture files, not the benchmark data'")
+    parser.add_argument("--num", type=int, default=None,
+                        help="synthetic: held-out samples per modality (default 100); benchmarks: the first N "
+                             "regions of each (default all)")
     parser.add_argument("--seed", type=int, default=0, help="which held-out samples")
     parser.add_argument("--out", type=Path, default=None, help="results JSON to write")
-    parser.add_argument("--beams", type=int, default=SYNTHETIC_EVALUATION.num_beams)
-    parser.add_argument("--max-new-tokens", type=int, default=SYNTHETIC_EVALUATION.max_new_tokens)
-    parser.add_argument("--min-new-tokens", type=int, default=SYNTHETIC_EVALUATION.min_new_tokens)
-    parser.add_argument("--batch-size", type=int, default=32)
+    decoding = "default: contract.generation's SYNTHETIC_EVALUATION, or RELEASE_EVALUATION for benchmarks"
+    parser.add_argument("--beams", type=int, default=None, help=decoding)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help=decoding)
+    parser.add_argument("--min-new-tokens", type=int, default=None, help=decoding)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32 (synthetic), 16 (benchmarks)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="synthetic images are drawn at this size (default: the model's input size)")
     parser.add_argument("--compare-image", default=None, metavar="DIR",
@@ -203,17 +256,44 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--threads is {args.threads}: give at least 1")
         _check_output(args.out)
         torch.set_num_threads(args.threads)
-        results = evaluate(args.ckpt, args.data, num=args.num, seed=args.seed, num_beams=args.beams,
-                           max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                           batch_size=args.batch_size, image_size=args.image_size,
-                           compare_image=args.compare_image, progress=True)
+        on_benchmarks = benchmarks.is_benchmark_spec(args.data)
+        results = (_run_benchmarks if on_benchmarks else _run_synthetic)(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"training.evaluate: error: {error}".replace("\n", " "), file=sys.stderr)
         return 2
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(summary(results))
+    print(benchmarks.table(results) if on_benchmarks else summary(results))
     return 0
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _decoding(args, defaults) -> dict:
+    """The data's default decoding where the command line leaves a setting out."""
+    return dict(num_beams=_or(args.beams, defaults.num_beams),
+                max_new_tokens=_or(args.max_new_tokens, defaults.max_new_tokens),
+                min_new_tokens=_or(args.min_new_tokens, defaults.min_new_tokens))
+
+
+def _run_synthetic(args) -> dict:
+    given = [benchmarks.OPTIONS[key] for key in benchmarks.OPTIONS if getattr(args, key) is not None]
+    if given or args.label is not None:
+        raise ValueError(f"{', '.join(given) or '--label'} applies to benchmark data, not {args.data!r}: drop it")
+    return evaluate(args.ckpt, args.data, num=100 if args.num is None else args.num, seed=args.seed,
+                    **_decoding(args, SYNTHETIC_EVALUATION), batch_size=_or(args.batch_size, 32),
+                    image_size=args.image_size, compare_image=args.compare_image, progress=True)
+
+
+def _run_benchmarks(args) -> dict:
+    for option, value in (("--image-size", args.image_size), ("--compare-image", args.compare_image)):
+        if value is not None:
+            raise ValueError(f"{option} applies to synthetic data only: drop it for --data {args.data}")
+    return evaluate_benchmarks(args.ckpt, args.data, {key: getattr(args, key) for key in benchmarks.OPTIONS},
+                               num=args.num, **_decoding(args, RELEASE_EVALUATION),
+                               batch_size=_or(args.batch_size, 16), label=args.label, progress=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,22 @@ def spice_available() -> bool:
     return java_available() and (Path(spice.__file__).parent / "lib" / "stanford-corenlp-3.6.0.jar").is_file()
 
 
+def tokenizer_name() -> str:
+    return "PTB (Stanford, java)" if java_available() else "regex (java not found: scores are not official)"
+
+
+def unavailable_metrics() -> dict[str, str]:
+    """Why each metric that `caption_metrics` would skip here cannot run: reported, never faked."""
+    reasons = {}
+    if not java_available():
+        reasons["METEOR"] = "not run: METEOR needs java on PATH (apt-get install default-jre-headless)"
+    if not spice_available():
+        reasons["SPICE"] = ("not run: pycocoevalcap's SPICE needs java and Stanford CoreNLP 3.6.0 "
+                            "(spice/lib/stanford-corenlp-3.6.0*.jar), which it would download on first use; "
+                            "they are not installed here")
+    return reasons
+
+
 def _simple_tokenize(captions: dict[Hashable, list[dict]]) -> dict[Hashable, list[str]]:
     return {k: [" ".join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", c["caption"].lower())) for c in v]
             for k, v in captions.items()}
