@@ -123,12 +123,10 @@ class RegionBLIPConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RegionBLIPConfig":
-        values = json.loads(Path(path).read_text())
-        convention = values.get("box_corner_convention") if isinstance(values, dict) else None
-        problem = corner_convention_problem(convention, f"the checkpoint config {path}")
-        if problem:
-            raise CornerConventionError(problem)
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except CornerConventionError as error:  # name the file the config came from
+            raise CornerConventionError(f"{path}: {error}") from None
 
 
 # Blip2VisionConfig's initializer_range (1e-10) assumes pretrained weights: a ViT trained from scratch
