@@ -3,6 +3,12 @@
 Any runner with run(graph_name, feeds, outputs=None) -> the outputs named (all when None) serves (ONNX
 Runtime, TensorRT). A frame's image or scene features are computed once and every region of the call
 decodes in one batch.
+
+Decoding keeps the KV cache in the runner's device memory (runtime/device_kv.py) where the runner says to
+(keeps_kv_on_device(num_beams): TensorRT always, ONNX Runtime on a GPU and for beam search on CPU), and
+passes it to the runner as numpy feeds each step otherwise (as well as for any other runner, a bundle whose
+graph does not rank tokens, or more beams than it ranks for). Either
+way `transfers` counts the bytes that cross between host and runner per decode step.
 """
 import time
 
@@ -11,19 +17,23 @@ import numpy as np
 from contract.generation import GenerationSettings
 from contract.modalities import POINT_MODALITIES, REGION_MODALITIES
 from runtime.bundle import Bundle
-from runtime.decoding import Cancelled, Decoded, decode, never, rank_logits
+from runtime.decoding import Cancelled, Decoded, LanguageModelStep, decode, never, rank_logits
+from runtime.device_kv import DeviceLanguageModelStep
+from runtime.device_memory import NumpyMemory, Transfers
 
 
 class LanguageModelGraph:
     """A LanguageModelStep over the bundle's llm graph, with each prompt row's LoRA adapter.
 
     Calling it gives the whole distribution, (logits (B, V), present); top_tokens asks the graph for only its
-    ranked tokens, so that the (B, V) logits never leave the runner.
+    ranked tokens, so that the (B, V) logits never leave the runner. The past and present are numpy arrays,
+    fed to and fetched from the runner every step: `transfers` counts them, the bytes that cross to a device.
     """
 
-    def __init__(self, runner, bundle: Bundle, adapter_ids: np.ndarray | None):
+    def __init__(self, runner, bundle: Bundle, adapter_ids: np.ndarray | None, transfers: Transfers | None = None):
         llm, graph = bundle.manifest.llm, bundle.graph("llm")
         self.runner, self.adapter_ids = runner, adapter_ids
+        self.transfers = transfers if transfers is not None else Transfers()
         self.past_names = llm.past_names
         self.past_shape = (llm.num_heads, 0, llm.head_dim)
         shapes = {spec.name: spec.shape for spec in graph.outputs}
@@ -36,7 +46,7 @@ class LanguageModelGraph:
 
     def __call__(self, prefix_embeds, input_ids, past):
         feeds = self._feeds(prefix_embeds, input_ids, past, self._no_bias)
-        logits, *present = self.runner.run("llm", feeds, ["logits", *self.present_names])
+        logits, *present = self._run(feeds, ["logits", *self.present_names], decode=past is not None)
         return logits, present
 
     def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
@@ -44,9 +54,16 @@ class LanguageModelGraph:
             logits, present = self(prefix_embeds, input_ids, past)
             return (*rank_logits(logits, log_prob_bias, k), present)
         feeds = self._feeds(prefix_embeds, input_ids, past, log_prob_bias)
-        top_log_probs, top_ids, *present = self.runner.run("llm", feeds,
-                                                           ["top_log_probs", "top_ids", *self.present_names])
+        top_log_probs, top_ids, *present = self._run(feeds, ["top_log_probs", "top_ids", *self.present_names],
+                                                     decode=past is not None)
         return top_log_probs, top_ids, present
+
+    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str], decode: bool) -> list[np.ndarray]:
+        results = self.runner.run("llm", feeds, outputs)
+        self.transfers.to_device += sum(np.asarray(array).nbytes for array in feeds.values())
+        self.transfers.to_host += sum(result.nbytes for result in results)
+        self.transfers.end_call(decode)
+        return results
 
     def _feeds(self, prefix_embeds, input_ids, past, log_prob_bias) -> dict[str, np.ndarray]:
         rows = len(input_ids)
@@ -65,9 +82,17 @@ class LanguageModelGraph:
 
 
 class GraphEngine:
-    def __init__(self, bundle: Bundle, runner):
-        self.bundle, self.runner = bundle, runner
+    def __init__(self, bundle: Bundle, runner, device_kv: bool | None = None):
+        """`device_kv`: keep the KV cache in the runner's device memory while decoding (True: always, on a
+        NumpyMemory for a runner without memory of its own; False: never; None: as the runner says)."""
+        self.bundle, self.runner, self.device_kv = bundle, runner, device_kv
         self.backend = runner.backend
+        self.transfers = Transfers()  # host<->device bytes of every decode so far (tools/bench_runtime.py reports it)
+        self.memory = None
+        if hasattr(runner, "device_memory"):
+            self.memory = runner.device_memory(self.transfers)
+        elif device_kv:
+            self.memory = NumpyMemory(runner, bundle.manifest.graphs, self.transfers)
         # Q-Former graphs that crop each region's own points (point_region_crop) take the scenes too
         self.takes_points = {name for name in bundle.manifest.graphs
                              if name.startswith("qformer_") and "points" in bundle.graph_inputs(name)}
@@ -77,6 +102,20 @@ class GraphEngine:
         if not llm.stacked:
             return None
         return np.array([llm.adapter_ids[m] for m in modalities], dtype=np.int64)
+
+    def language_model(self, modality: str, prompt: np.ndarray, settings: GenerationSettings) -> LanguageModelStep:
+        """The step that decodes `prompt` (R, Q, D) under `settings`: one with its cache in device memory where
+        device_kv (or the runner) says so and the graph ranks enough tokens (greedy 1, beam search 2 x num_beams)."""
+        adapter_ids = self.adapter_ids([modality] * len(prompt))
+        host = LanguageModelGraph(self.runner, self.bundle, adapter_ids, self.transfers)
+        wanted = 1 if settings.num_beams == 1 else 2 * settings.num_beams
+        on_device = self.device_kv
+        if on_device is None:
+            ask = getattr(self.runner, "keeps_kv_on_device", None)
+            on_device = ask is not None and ask(settings.num_beams)
+        if not on_device or self.memory is None or wanted > host.top_k:
+            return host
+        return DeviceLanguageModelStep(self.memory, self.bundle, adapter_ids, prompt.shape[1] + settings.max_new_tokens)
 
     def features(self, modality: str, frames: np.ndarray) -> np.ndarray:
         if modality in POINT_MODALITIES:
@@ -108,7 +147,6 @@ class GraphEngine:
         prompt = self.soft_prompt(modality, features, boxes, frame_index, frames)
         timings["qformer"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
-        step = LanguageModelGraph(self.runner, self.bundle, self.adapter_ids([modality] * len(prompt)))
-        decoded = decode(step, prompt, settings, cancelled)
+        decoded = decode(self.language_model(modality, prompt, settings), prompt, settings, cancelled)
         timings["decode"] = 1e3 * (time.perf_counter() - start)
         return decoded, timings

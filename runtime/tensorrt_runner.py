@@ -3,10 +3,10 @@
 BUNDLE/engines/engines.json names one engine per graph with the cache key it was built under. An
 engine is only used where this machine would build it with the same key (TensorRT version, GPU
 name and compute capability, precision, profile shapes, ONNX file); anything else is an error that
-names the command to rebuild. Device buffers are torch CUDA tensors on a stream of each engine's
-own: torch comes with the GPU stack on the robots, and its caching allocator makes per-call
-allocation (shapes change every decode step) cheap. The outputs asked for come back to numpy after
-every call, as the runner interface asks; keeping the KV cache on the GPU between steps would save copies.
+names the command to rebuild. Device buffers are torch CUDA tensors: torch comes with the GPU stack
+on the robots, and its caching allocator makes per-call allocation cheap. run() takes numpy feeds and
+returns numpy outputs, as the runner interface asks; decoding instead binds TorchCudaMemory's buffers
+(runtime/device_memory.py), so that the KV cache stays on the GPU between steps.
 """
 import hashlib
 import json
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.bundle import Bundle, BundleError
+from runtime.device_memory import DeviceMemory, Transfers
 
 ENGINES_DIR = "engines"
 ENGINES_MANIFEST = "engines.json"
@@ -125,39 +126,112 @@ class EngineSession:
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self.placeholder = torch.empty(1, dtype=torch.float32, device=self.device)  # address for empty tensors
 
-    def _address(self, tensor) -> int:
+    def address(self, tensor) -> int:
         return tensor.data_ptr() if tensor.numel() else self.placeholder.data_ptr()
+
+    def set_inputs(self, inputs: dict[str, tuple[tuple[int, ...], int]]) -> None:
+        """Bind every input as (shape, device address); the output shapes follow from them."""
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"{self.name}: feeds lack inputs {missing}")
+        for name in self.input_names:
+            shape, address = inputs[name]
+            if not self.context.set_input_shape(name, tuple(shape)):
+                low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+                raise ValueError(f"{self.name}: input {name} has shape {tuple(shape)}, outside the engine's "
+                                 f"profile {tuple(low)}..{tuple(high)}: rebuild with python -m export.trt "
+                                 "and a larger --max-batch / --max-regions / --max-new-tokens")
+            self.context.set_tensor_address(name, address)
+
+    def output_shape(self, name: str) -> tuple[int, ...]:
+        """Output `name`'s shape for the inputs set last."""
+        return tuple(self.context.get_tensor_shape(name))
+
+    def execute(self, outputs: dict[str, int], stream=None) -> None:
+        """Run on the inputs set last, writing each output to its device address (TensorRT writes every output,
+        so each needs one), on `stream` (a torch CUDA stream; default: the engine's own)."""
+        missing = [n for n in self.output_names if n not in outputs]
+        if missing:
+            raise ValueError(f"{self.name}: outputs {missing} have no buffer: TensorRT writes every output")
+        for name in self.output_names:
+            self.context.set_tensor_address(name, outputs[name])
+        if not self.context.execute_async_v3((stream or self.stream).cuda_stream):
+            raise RuntimeError(f"{self.name}: TensorRT execution failed (see the TensorRT log above)")
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """The engine's outputs; only those named in `outputs`, in that order, come back to numpy when given."""
         torch = self.torch
-        missing = [n for n in self.input_names if n not in feeds]
-        if missing:
-            raise ValueError(f"{self.name}: feeds lack inputs {missing}")
         unknown = [n for n in outputs or () if n not in self.output_names]
         if unknown:
             raise ValueError(f"{self.name}: the engine has no outputs {unknown} (it has {self.output_names})")
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ValueError(f"{self.name}: feeds lack inputs {missing}")
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            held = []  # the inputs' device tensors must live until the execution below has finished
-            for name in self.input_names:
-                array = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])  # int64 ids stay int64 in TRT 10
-                if not self.context.set_input_shape(name, array.shape):
-                    low, _, high = self.engine.get_tensor_profile_shape(name, 0)
-                    raise ValueError(f"{self.name}: input {name} has shape {array.shape}, outside the engine's "
-                                     f"profile {tuple(low)}..{tuple(high)}: rebuild with python -m export.trt "
-                                     "and a larger --max-batch / --max-regions / --max-new-tokens")
-                tensor = torch.from_numpy(array).to(self.device)
-                held.append(tensor)
-                self.context.set_tensor_address(name, self._address(tensor))
-            results = {}  # TensorRT writes every output; only the ones asked for are copied back
-            for name in self.output_names:
-                shape = tuple(self.context.get_tensor_shape(name))
-                tensor = torch.empty(shape, dtype=_torch_dtype(torch, self.dtypes[name]), device=self.device)
-                results[name] = tensor
-                self.context.set_tensor_address(name, self._address(tensor))
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeError(f"{self.name}: TensorRT execution failed (see the TensorRT log above)")
+            # int64 ids stay int64 in TRT 10; the device tensors must live until the execution has finished
+            held = {name: torch.from_numpy(np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])).to(self.device)
+                    for name in self.input_names}
+            self.set_inputs({name: (tuple(tensor.shape), self.address(tensor)) for name, tensor in held.items()})
+            results = {name: torch.empty(self.output_shape(name), dtype=_torch_dtype(torch, self.dtypes[name]),
+                                         device=self.device) for name in self.output_names}
+            self.execute({name: self.address(tensor) for name, tensor in results.items()})
             return [results[name].cpu().numpy() for name in outputs or self.output_names]  # .cpu() waits
+
+
+class TorchCudaMemory(DeviceMemory):
+    """torch CUDA tensors bound to the engines by address, every copy, gather and execution on one stream, so
+    that they run in order without host synchronisation (a download waits for what came before it)."""
+
+    def __init__(self, sessions: dict[str, EngineSession], device: str, transfers: Transfers | None = None):
+        import torch
+
+        super().__init__(transfers)
+        self.torch, self.sessions, self.device = torch, sessions, torch.device(device)
+        self.stream = torch.cuda.Stream(self.device)
+        self._scratch: dict[tuple[str, str], object] = {}  # outputs decoding drops (the logits), reused
+
+    def _tensor(self, array):
+        return array.buffer[:array.size].view(array.shape)
+
+    def _allocate(self, capacity, dtype):
+        with self.torch.cuda.stream(self.stream):
+            return self.torch.empty(capacity, dtype=_torch_dtype(self.torch, dtype), device=self.device)
+
+    def _upload(self, flat):
+        with self.torch.cuda.stream(self.stream):
+            return self.torch.from_numpy(flat).to(self.device)
+
+    def _download(self, array):
+        with self.torch.cuda.stream(self.stream):
+            return self._tensor(array).cpu().numpy()
+
+    def _gather(self, sources, rows, outputs):
+        with self.torch.cuda.stream(self.stream):
+            for source, output in zip(sources, outputs):
+                self.torch.index_select(self._tensor(source), 0, self._tensor(rows), out=self._tensor(output))
+
+    def run(self, graph, inputs, outputs):
+        session, torch = self.sessions[graph], self.torch
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            session.set_inputs({name: (array.shape, array.buffer.data_ptr()) for name, array in inputs.items()})
+            addresses = {}
+            for name in session.output_names:
+                shape = session.output_shape(name)
+                if name in outputs:
+                    if shape != outputs[name].shape:
+                        raise ValueError(f"{graph}: output {name} has shape {shape} for these inputs, but the buffer "
+                                         f"bound for it has shape {outputs[name].shape}")
+                    addresses[name] = outputs[name].buffer.data_ptr()
+                    continue
+                scratch = self._scratch.get((graph, name))
+                if scratch is None or tuple(scratch.shape) != shape:
+                    scratch = self._scratch[graph, name] = torch.empty(
+                        shape, dtype=_torch_dtype(torch, session.dtypes[name]), device=self.device)
+                addresses[name] = session.address(scratch)
+            session.execute(addresses, self.stream)
+
+    def tensor_dtype(self, graph, name):
+        return self.sessions[graph].dtypes[name]
 
 
 class TensorRTRunner:
@@ -174,8 +248,15 @@ class TensorRTRunner:
             raise ValueError(f"backend 'tensorrt' cannot run here: {reason}; or use backend 'onnxruntime'")
         plans = select_engines(bundle, read_engines_manifest(bundle.path), machine_identity(device))
         graphs = bundle.manifest.graphs
+        self.device = device
         self.sessions = {name: EngineSession(path.read_bytes(), [spec.name for spec in graphs[name].outputs],
                                              device, name) for name, path in plans.items()}
+
+    def keeps_kv_on_device(self, num_beams: int) -> bool:
+        return True  # across PCIe, the whole cache twice a step would dwarf the step itself
+
+    def device_memory(self, transfers: Transfers | None = None) -> TorchCudaMemory:
+        return TorchCudaMemory(self.sessions, self.device, transfers)
 
     def run(self, name: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """Graph `name`'s outputs (only those named in `outputs`, in that order, when given)."""

@@ -160,3 +160,25 @@ def test_the_describer_says_the_same_with_tensorrt_as_with_onnx_runtime(built):
               .describe_image_regions(image, boxes)]
              for backend, device in (("tensorrt", "cuda"), ("onnxruntime", "cpu"))]
     assert texts[0] == texts[1]
+
+
+@pytest.mark.tensorrt
+def test_decoding_keeps_the_kv_cache_on_the_gpu_and_chooses_onnx_runtime_s_tokens(built):
+    import dataclasses
+
+    from runtime.graph_engine import GraphEngine
+    from runtime.onnx_runner import OnnxRunner
+    from runtime.tensorrt_runner import TorchCudaMemory
+
+    rng = np.random.default_rng(0)
+    size = built.manifest.preprocess.image_size
+    frames = rng.normal(size=(1, 3, size, size)).astype(np.float32)
+    boxes, frame_index = np.array([[0.1, 0.1, 0.6, 0.7], [0.3, 0.2, 0.9, 0.8]], np.float32), np.zeros(2, np.int64)
+    settings = dataclasses.replace(built.manifest.generation, max_new_tokens=8, min_new_tokens=8)
+    gpu = GraphEngine(built, TensorRTRunner(built, device="cuda"))
+    cpu = GraphEngine(built, OnnxRunner(built), device_kv=False)
+    assert isinstance(gpu.memory, TorchCudaMemory)
+    ours, _ = gpu.generate("image_region", frames, settings, boxes, frame_index)
+    theirs, _ = cpu.generate("image_region", frames, settings, boxes, frame_index)
+    assert [d.token_ids for d in ours] == [d.token_ids for d in theirs]
+    assert gpu.transfers.bytes_per_step == 2 * 8 + 2 * 16 * (4 + 8)  # ids in; the graph's top 16 out

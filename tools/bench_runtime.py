@@ -50,6 +50,11 @@ DEFINITIONS = {
                        "baselines through the image path on crops: different models, so runtime vs baseline "
                        "agreement is no check of correctness; batched vs per-crop (same model, same crops) and "
                        "onnxruntime vs torch (same model, two backends) are",
+    "onnxruntime.host_device_bytes_per_step": "mean bytes a decode step moves between host and the runner's memory "
+                                              "(GraphEngine.transfers, first round, warm-up frame included): the "
+                                              "whole KV cache both ways with numpy feeds (greedy on CPU), only the "
+                                              "fed ids and the ranked tokens with the cache kept in the runner's "
+                                              "memory (GPU, beam search)",
     "limits.llm_weights_read_per_step_mb": "bytes of LLM initializers a decode step reads in full: all but those "
                                            "only gathered from (position table, stacked LoRA rows), MiB",
     "limits.lm_head_mb, vocab_share": "the vocabulary projection's bytes, and its share of the step's reads",
@@ -223,6 +228,8 @@ def run_describer(workdir: Path, args, backend: str) -> dict:
         return [list(d.token_ids) for d in describer.describe_image_regions(frame, boxes)]
 
     result = _time_frames(describe, args) | {"engine": f"regionblip_ros runtime ({backend})"}
+    if backend != "torch":
+        result["host_device_bytes_per_step"] = describer.engine.transfers.bytes_per_step
     if backend == "onnxruntime":
         threads = args.threads or os.cpu_count()
         width = describer.engine.bundle.manifest.graphs["llm"].inputs[0].shape[2]
@@ -398,7 +405,7 @@ def run(args) -> dict:
         "preset": args.preset, "regions_per_frame": args.regions, "tokens_per_region": args.tokens,
         "frames_timed": args.frames, "rounds": args.rounds, "threads": args.threads or os.cpu_count(),
         "cpu_count": os.cpu_count(), "prepare_s": prepare_s, "load_average_1min": load,
-        "onnxruntime": timing(ours),
+        "onnxruntime": timing(ours, host_device_bytes_per_step=ours[0]["host_device_bytes_per_step"]),
         "batched_baseline": {"by_threads": {t: timing(by_engine[f"batched@{t}"], threads=t) for t in counts}},
         "per_crop_baseline": timing(by_engine["per-crop"], threads=args.threads or os.cpu_count()),
         "torch_runtime": {"engine": torch_runtime["engine"], "rois_per_s": torch_runtime["rois_per_s"],
