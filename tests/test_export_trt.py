@@ -1,12 +1,10 @@
 """python -m export.trt: profiles, cache keys, rebuild and re-export decisions, engines.json, the CLI.
 
 Everything here but the `tensorrt` tests runs without TensorRT: the builder is replaced by a test
-double (DoubleToolchain) that writes placeholder bytes and "runs" a plan with ONNX Runtime on the
-same ONNX file. It proves the bookkeeping around TensorRT, never TensorRT itself.
+double (tests/tensorrt_double.py) that writes placeholder bytes and "runs" a plan with ONNX Runtime on
+the same ONNX file. It proves the bookkeeping around TensorRT, never TensorRT itself.
 """
 import dataclasses
-import functools
-import json
 import shutil
 import sys
 
@@ -15,45 +13,11 @@ import pytest
 
 from contract.generation import Decoding
 from export.trt import ToolchainUnavailable, export_reason, main, open_toolchain
-from export.trt_build import ParityError, Toolchain, build_engines, rebuild_reason
+from export.trt_build import ParityError, build_engines, rebuild_reason
 from export.trt_profiles import Limits, derive_profiles, random_feeds
 from runtime.bundle import load_bundle
 from runtime.tensorrt_runner import ENGINES_DIR, engine_key, read_engines_manifest
-
-MACHINE = {"tensorrt": "10.0.0-test-double", "gpu": "Test Double GPU", "compute_capability": "0.0"}
-
-
-class DoubleToolchain:
-    """A stand-in for TensorRT: the 'plan' names the ONNX file, and 'running' it runs ONNX Runtime."""
-
-    def __init__(self, machine=MACHINE, offset=0.0):
-        self.machine, self.offset, self.built, self.timing_caches = dict(machine), offset, [], []
-
-    def build(self, onnx_path, profile, precision, workspace_bytes, timing_cache):
-        self.built.append(onnx_path.stem)
-        self.timing_caches.append(timing_cache)
-        plan = json.dumps({"test_double": True, "onnx": str(onnx_path), "precision": precision}).encode()
-        return plan, (timing_cache or b"") + onnx_path.stem.encode() + b";"
-
-    def open(self, plan, output_names, name):
-        session = _onnx_session(json.loads(plan)["onnx"])
-        offset = self.offset
-
-        class Session:
-            def run(self, feeds):
-                return [output + offset for output in session.run(output_names, feeds)]
-
-        return Session()
-
-    def toolchain(self) -> Toolchain:
-        return Toolchain(self.machine, self.build, self.open)
-
-
-@functools.lru_cache(maxsize=None)
-def _onnx_session(path: str):
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+from tensorrt_double import MACHINE, DoubleToolchain
 
 
 @pytest.fixture
@@ -199,14 +163,14 @@ def test_engines_json_records_every_graph_with_its_key_file_and_parity(bundle):
         assert (bundle.path / ENGINES_DIR / entry["file"]).is_file()
         assert entry["profile"] == profiles[name].to_json() and entry["precision"] == "fp32"
         assert entry["gpu"] == "Test Double GPU" and entry["parity_max_abs_diff"] == 0.0
-    assert [row[4] for row in rows] == ["built (no engine yet)"] * len(rows)
+    assert [row[5] for row in rows] == ["built (no engine yet)"] * len(rows)
 
 
 def test_a_second_run_keeps_every_engine(bundle):
     build(bundle, DoubleToolchain())
     double = DoubleToolchain()
     rows = build(bundle, double)
-    assert double.built == [] and {row[4] for row in rows} == {"kept"}
+    assert double.built == [] and {row[5] for row in rows} == {"kept"}
 
 
 def test_only_the_graph_whose_engine_file_is_missing_is_rebuilt(bundle):
@@ -234,7 +198,8 @@ def test_another_gpu_or_precision_rebuilds_all_and_removes_the_old_plans(bundle)
     assert sorted(double.built) == sorted(SOME_GRAPHS)
     plans = {path.name for path in (bundle.path / ENGINES_DIR).glob("*.plan")}
     assert plans.isdisjoint(old) and len(plans) == len(SOME_GRAPHS)
-    assert {e["precision"] for e in read_engines_manifest(bundle.path)["graphs"].values()} == {"fp16"}
+    precisions = {name: e["precision"] for name, e in read_engines_manifest(bundle.path)["graphs"].items()}
+    assert precisions == {"vision": "fp16", "qformer_image_region": "fp32", "llm": "fp16"}
 
 
 def test_a_larger_profile_rebuilds(bundle):
@@ -260,9 +225,14 @@ def test_an_engine_off_by_more_than_the_tolerance_is_refused_and_not_recorded(bu
     assert list((bundle.path / ENGINES_DIR).glob("*.plan")) == []
 
 
-def test_fp16_accepts_the_fp16_tolerance(bundle):
-    rows = build(bundle, DoubleToolchain(offset=1e-2), precision="fp16")
-    assert all(abs(row[3] - 1e-2) < 1e-6 for row in rows)
+def test_fp16_graphs_accept_the_fp16_tolerance(bundle):
+    rows = build(bundle, DoubleToolchain(offset=1e-2), precision="fp16", graphs=("vision", "llm"))
+    assert all(abs(row[4] - 1e-2) < 1e-6 for row in rows)
+
+
+def test_the_qformer_of_an_fp16_build_is_held_to_the_fp32_tolerance(bundle):
+    with pytest.raises(ParityError, match="graph qformer_image_region: the fp32 engine differs"):
+        build(bundle, DoubleToolchain(offset=1e-2), precision="fp16", graphs=("qformer_image_region",))
 
 
 # The ONNX re-export decision
