@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.lora import StackedLoRALinear, merged_linear
+from training.opt_layer import opt_layer
 
 # Candidates the graph ranks per row. Beam search takes 2 x num_beams per beam, so this serves up to 8 beams;
 # a fixed size, so that TensorRT can build the TopK.
@@ -93,19 +94,9 @@ class ExportableOPT(nn.Module):
         return parts.out_proj(attended.transpose(1, 2).flatten(2)), key, value
 
     def _block(self, parts, hidden, past_key, past_value, adapter_ids):
-        residual = hidden
-        if self.layer_norm_before:
-            hidden = parts.attention_norm(hidden)
-        hidden, key, value = self._attention(parts, hidden, past_key, past_value, adapter_ids)
-        hidden = residual + hidden
-        if not self.layer_norm_before:
-            hidden = parts.attention_norm(hidden)
-        residual = hidden
-        if self.layer_norm_before:
-            hidden = parts.ffn_norm(hidden)
-        hidden = residual + parts.fc2(self.activation(parts.fc1(hidden)))
-        if not self.layer_norm_before:
-            hidden = parts.ffn_norm(hidden)
+        hidden, (key, value) = opt_layer(
+            hidden, lambda x: self._attention(parts, x, past_key, past_value, adapter_ids), parts.attention_norm,
+            parts.ffn_norm, parts.fc1, parts.fc2, self.activation, self.layer_norm_before)
         return hidden, key, value
 
     def forward(self, prefix_embeds: torch.Tensor, input_ids: torch.Tensor, past: list[torch.Tensor],

@@ -76,12 +76,13 @@ class Describer:
         return cls._from_manifest(GraphEngine(bundle, runner), bundle)
 
     @classmethod
-    def from_checkpoint(cls, directory: str | Path, device: str = "cpu") -> "Describer":
-        """The torch reference over a training checkpoint (imports training/, needs torch)."""
+    def from_checkpoint(cls, directory: str | Path, device: str = "cpu", **engine_options) -> "Describer":
+        """The torch backend over a training checkpoint (imports training/, needs torch); `engine_options`: the
+        TorchEngine's decoder, precision and cuda_graphs (runtime/torch_engine.py)."""
         from runtime.torch_engine import TorchEngine
 
         directory = Path(directory)
-        engine = TorchEngine(directory, device=device)
+        engine = TorchEngine(directory, device=device, **engine_options)
         config = engine.model.config
         text = config.text_config()
         settings = GenerationSettings(bos_token_id=text.bos_token_id, eos_token_id=config.newline_token_id,

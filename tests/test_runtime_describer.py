@@ -6,17 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from contract.boxes import box_corners, yaw_to_matrix
 from runtime import Cancelled, Describer
 from runtime.bundle import BundleError
 from runtime.cli import main as describe_main
-
-RNG = np.random.default_rng(0)
-IMAGE = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-BOXES = [[0, 0, 30, 30], [10, 5, 60, 45], [40, 20, 64, 48]]
-SCENE = RNG.normal(size=(400, 3)).astype(np.float32)
-CORNERS = box_corners(np.array([[0, 0, 0], [1, 0, 0.5]]), np.array([[1, 1, 1], [0.5, 2, 1]]),
-                      yaw_to_matrix(np.array([0.0, 0.7])))
+from tests.describer_inputs import BOXES, CALLS, CORNERS, IMAGE, SCENE
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +20,6 @@ def onnx_describer(tiny_bundle):
 @pytest.fixture(scope="module")
 def torch_describer(tiny_checkpoint):
     return Describer.from_checkpoint(tiny_checkpoint)
-
-
-CALLS = {
-    "image_region": lambda d: d.describe_image_regions(IMAGE, BOXES),
-    "pointcloud_region": lambda d: d.describe_point_regions(SCENE, CORNERS),
-    "pointcloud": lambda d: d.describe_point_objects([SCENE, SCENE[:150] * 3]),
-    "image": lambda d: d.describe_images([IMAGE, IMAGE[::-1].copy()]),
-}
 
 
 @pytest.mark.parametrize("modality", list(CALLS))
