@@ -96,14 +96,15 @@ def test_built_interfaces_import_with_the_design_fields():
     from regionblip_msgs.srv import DescribeRegions
 
     assert list(Region2D.get_fields_and_field_types()) == [
-        "id", "x", "y", "width", "height", "label", "prompt"]
+        "id", "x", "y", "width", "height", "label", "prompt", "refresh"]
     assert Region3D.get_fields_and_field_types() == {
         "id": "string", "center": "geometry_msgs/Pose", "size": "geometry_msgs/Vector3",
-        "label": "string", "prompt": "string"}
+        "label": "string", "prompt": "string", "refresh": "boolean"}
     assert RegionDescription.get_fields_and_field_types() == {
         "id": "string", "text": "string", "score": "float", "label": "string",
         "modality": "string", "region_2d": "regionblip_msgs/Region2D",
-        "region_3d": "regionblip_msgs/Region3D"}
+        "region_3d": "regionblip_msgs/Region3D", "cached": "boolean", "camera_text": "string",
+        "camera_score": "float"}
     assert RegionDescriptionArray.get_fields_and_field_types() == {
         "header": "std_msgs/Header",
         "descriptions": "sequence<regionblip_msgs/RegionDescription>",
