@@ -1,7 +1,7 @@
 """Start the region_describer node: camera + LiDAR + regions in, descriptions out.
 
 ros2 launch regionblip_ros describe.launch.py bundle:=/path/to/bundle \
-    image:=/camera/color/image_raw points:=/lidar/points
+    image:=/camera/color/image_raw points:=/lidar/points detections_2d:=/yolo/detections
 
 Where pip-only ROS 2 has no `ros2 launch`, run the same node from the same YAML with
 python -m regionblip_ros.bringup --params config/describe.yaml
@@ -12,8 +12,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-TOPICS = ("image", "regions_2d", "points", "regions_3d", "descriptions", "markers",
-          "annotated_image")
+TOPICS = ("image", "regions_2d", "points", "regions_3d", "detections_2d", "detections_3d", "descriptions",
+          "markers", "annotated_image")
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -35,6 +35,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.conversions import numpy_to_image
+from regionblip_ros.detections import ROTATED_NOTE, subscribe_detections
 from regionblip_ros.frames import SerializedDescriber, describe_camera_frame, describe_lidar_frame
 from regionblip_ros.diagnostics import InputStats, diagnostic_status
 from regionblip_ros.drawing import annotate
@@ -75,6 +76,8 @@ PARAMETERS = {
                    "(python -m runtime.cli --bundle B --tune-threads), else ONNX Runtime's default (all cores)"),
     "enable_camera": (True, "subscribe image + regions_2d"),
     "enable_lidar": (True, "subscribe points + regions_3d"),
+    "enable_detections": (True, "where vision_msgs is installed, also take a detector's Detection2DArray on "
+                                "detections_2d (camera) and Detection3DArray on detections_3d (lidar) as regions"),
     "max_regions": (32, "regions described per frame; extra regions are dropped and counted"),
     "max_new_tokens": (20, "longest description, in tokens"),
     "num_beams": (1, "beam search width; 1 = greedy"),
@@ -170,6 +173,9 @@ class RegionDescriber(Node):
             self.create_subscription(PointCloud2, "points", self.on_points, sensor_qos, callback_group=sensors)
             self.create_subscription(Region3DArray, "regions_3d", self.on_regions_3d, REGION_QOS,
                                      callback_group=sensors)
+        if value["enable_detections"]:
+            subscribe_detections(self, self.on_detections, REGION_QOS, sensors, camera=value["enable_camera"],
+                                 lidar=value["enable_lidar"])
         self.create_service(DescribeRegions, "describe_regions", self.on_describe_regions,
                             callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics, callback_group=sensors)
@@ -212,6 +218,18 @@ class RegionDescriber(Node):
     @_guarded
     def on_regions_3d(self, msg: Region3DArray) -> None:
         self._match(LIDAR, "regions_3d", msg)
+
+    @_guarded
+    def on_detections(self, topic: str, convert, msg) -> None:
+        """A detector's array (vision_msgs; regionblip_ros/detections.py), matched as the regions it converts to."""
+        if not msg.detections:  # the detector saw nothing in this frame: normal, not a bad input
+            self.stats.received(topic)
+            return
+        converted = convert(msg)
+        self._report(converted.problems)
+        if converted.rotated:
+            self.get_logger().info(ROTATED_NOTE, once=True)
+        self._match(CAMERA if isinstance(converted.regions, Region2DArray) else LIDAR, topic, converted.regions)
 
     def on_describe_regions(self, request, response):
         """Describe the request's image regions and/or cloud regions now, in this (service) thread."""

@@ -63,6 +63,11 @@ def cubes(*centres, label: str = "box") -> list[Region3D]:
             for i, (x, y, z) in enumerate(centres)]
 
 
+def subscribed_topics(node) -> set[str]:
+    """The topics a node subscribes, by their last name (without the namespace)."""
+    return {subscription.topic_name.rsplit("/", 1)[-1] for subscription in node.subscriptions}
+
+
 class NodeRig:
     def __init__(self, context, describer, **parameters):
         self.namespace = "/t_" + uuid.uuid4().hex[:10]

@@ -15,10 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "describe.launch.py"
-NODE_SOURCE = ROOT / "regionblip_ros" / "describer_node.py"
+NODE_SOURCES = (ROOT / "regionblip_ros" / "describer_node.py",
+                ROOT / "regionblip_ros" / "detections.py")  # the node's detections_2d / _3d subscriptions
 SETUP_PY = ROOT / "setup.py"
 
-NODE_TOPICS = ("image", "regions_2d", "points", "regions_3d", "descriptions", "markers", "annotated_image")
+NODE_TOPICS = ("image", "regions_2d", "points", "regions_3d", "detections_2d", "detections_3d", "descriptions",
+               "markers", "annotated_image")
 ARGUMENTS = {"bundle", "params_file", "namespace", "use_camera", "use_lidar", *NODE_TOPICS}
 
 
@@ -86,10 +88,12 @@ class LaunchSource:
 
 
 class NodeSource:
-    """Parameters and topics of the region_describer, read from describer_node.py."""
+    """Parameters and topics of the region_describer, read from describer_node.py (and the modules that
+    subscribe for it)."""
 
-    def __init__(self, path: Path):
-        self.tree = ast.parse(path.read_text(), filename=str(path))
+    def __init__(self, node_path: Path, *other_paths: Path):
+        self.tree = ast.parse(node_path.read_text(), filename=str(node_path))
+        self.trees = [self.tree] + [ast.parse(path.read_text(), filename=str(path)) for path in other_paths]
 
     def parameters(self) -> dict[str, object]:
         """Declared parameter -> default, from the module's PARAMETERS table (name: (default, description))."""
@@ -99,8 +103,8 @@ class NodeSource:
 
     def topics(self) -> set[str]:
         """Topics of the node's own publishers and subscriptions (the second argument, a literal)."""
-        return {call.args[1].value for name in ("create_publisher", "create_subscription")
-                for call in calls(self.tree, name) if isinstance(call.args[1], ast.Constant)}
+        return {call.args[1].value for tree in self.trees for name in ("create_publisher", "create_subscription")
+                for call in calls(tree, name) if isinstance(call.args[1], ast.Constant)}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +114,7 @@ def launch() -> LaunchSource:
 
 @pytest.fixture(scope="module")
 def node() -> NodeSource:
-    return NodeSource(NODE_SOURCE)
+    return NodeSource(*NODE_SOURCES)
 
 
 def test_the_launch_file_declares_the_documented_arguments(launch):
