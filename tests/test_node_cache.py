@@ -10,6 +10,7 @@ from regionblip_msgs.srv import DescribeRegions  # noqa: E402
 
 from describer_double import DescriberDouble  # noqa: E402
 from node_rig import NodeRig, boxes, camera_image, cubes, header, lidar_cloud, wait_for  # noqa: E402
+from regionblip_ros import describer_node  # noqa: E402
 from regionblip_ros.description_cache import DescriptionCache  # noqa: E402
 from regionblip_ros.frames import REGION_2D, describe_camera_frame, describe_lidar_frame  # noqa: E402
 
@@ -140,3 +141,14 @@ def test_the_service_always_describes_afresh(rig, describer):
     assert response.success, response.message
     assert [d.cached for d in response.descriptions.descriptions] == [False, False]
     assert describer.calls == [("describe_image_regions", 2)] * 2  # the topic's first frame, then the service
+
+
+@pytest.mark.parametrize(("argument", "says"), [
+    ("cache_iou:=1.5", "parameter cache_iou is 1.5: it must be from 0 to 1"),
+    ("cache_ttl:=-1.0", "parameter cache_ttl is -1.0: it must be 0 or more"),
+    ("cache_size:=0", "parameter cache_size is 0: it must be at least 1"),
+])
+def test_cache_parameters_out_of_range_stop_the_node_with_one_line(capsys, argument, says):
+    assert describer_node.main(["region_describer", "--ros-args", "-p", argument]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"region_describer: {says}"
