@@ -11,6 +11,12 @@ frame could not be read, the describer refused it or failed, or every region was
 left out is logged (throttled) and counted on /diagnostics. A region array that matches no buffered frame, or
 whose job is replaced by a newer one of the same sensor before it runs, gets nothing, and is counted.
 
+Description cache (description_cache.py, on unless description_cache is false): a region whose id was described
+on an earlier frame, with the same prompt, within cache_ttl seconds and with a box of IoU >= cache_iou with the
+one described, is published from the cache, marked `cached`, under the new frame's header; only the other
+regions reach the describer, and a frame whose regions are all served never calls it. A region's `refresh` flag
+forces a fresh description. The describe_regions service never uses the cache: on-demand answers are fresh.
+
 No callback lets an error out: an unexpected one is counted (callback_error, service_error, worker_error) and
 the node goes on. Shutdown cancels the job in progress between decode steps.
 """
@@ -35,6 +41,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.conversions import numpy_to_image
+from regionblip_ros.description_cache import DescriptionCache
 from regionblip_ros.detections import ROTATED_NOTE, subscribe_detections
 from regionblip_ros.frames import SerializedDescriber, describe_camera_frame, describe_lidar_frame
 from regionblip_ros.diagnostics import InputStats, diagnostic_status
@@ -93,6 +100,14 @@ PARAMETERS = {
     "min_region_px": (4.0, "2D regions narrower or lower than this (pixels, inside the image) are skipped"),
     "publish_markers": (True, "publish RViz text markers for 3D regions on markers"),
     "publish_annotated": (True, "publish the image with boxes and descriptions on annotated_image"),
+    # Why these defaults: README, "Description cache".
+    "description_cache": (True, "serve a tracked region (same id, prompt and frame_id) from the description cache "
+                                "while its box stays put; the describe_regions service always describes afresh"),
+    "cache_iou": (0.7, "a cached description is served only while the region's box has an IoU of at least this "
+                       "with the box it was described with (3D: the axis-aligned bounds of its corners)"),
+    "cache_ttl": (2.0, "seconds (by frame stamps) a cached description may be served before the region is "
+                       "described again"),
+    "cache_size": (1024, "descriptions the cache holds; the least recently used is evicted beyond it"),
 }
 
 
@@ -145,6 +160,8 @@ class RegionDescriber(Node):
         self.sync_slop_ns = round(value["sync_slop"] * 1e9)
         self.max_stamp_ahead_ns = round(value["max_stamp_ahead"] * 1e9)
         self.describer = SerializedDescriber(describer)
+        self.cache = (DescriptionCache(value["cache_iou"], value["cache_ttl"], value["cache_size"])
+                      if value["description_cache"] else None)
         self.bad_inputs = ThrottledReporter(self.get_logger().warning)
         self.stats = InputStats()
         jump_ns = round(value["clock_jump"] * 1e9)
@@ -188,12 +205,14 @@ class RegionDescriber(Node):
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
         value = {name: self.get_parameter(name).value for name in PARAMETERS}
-        for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams", "sensor_depth"):
+        for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams", "sensor_depth", "cache_size"):
             if value[name] < 1:
                 raise ValueError(f"parameter {name} is {value[name]}: it must be at least 1")
-        for name in ("sync_slop", "min_region_px", "max_stamp_ahead"):
+        for name in ("sync_slop", "min_region_px", "max_stamp_ahead", "cache_ttl"):
             if value[name] < 0:
                 raise ValueError(f"parameter {name} is {value[name]}: it must be 0 or more")
+        if not 0.0 <= value["cache_iou"] <= 1.0:
+            raise ValueError(f"parameter cache_iou is {value['cache_iou']}: it must be from 0 to 1")
         if value["clock_jump"] <= 0:
             raise ValueError(f"parameter clock_jump is {value['clock_jump']}: it must be more than 0 seconds")
         if value["sensor_reliability"] not in SENSOR_RELIABILITY:
@@ -271,7 +290,8 @@ class RegionDescriber(Node):
         self._reported_problems += new_problems
         dropped = {CAMERA: 0, LIDAR: 0, **self.worker.dropped()}
         status = diagnostic_status(self.get_fully_qualified_name(), self.describer.backend, self.stats.rates_hz(),
-                                   dropped, problems, new_problems, self.stats.latency_percentiles_ms())
+                                   dropped, problems, new_problems, self.stats.latency_percentiles_ms(),
+                                   None if self.cache is None else self.cache.counts())
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
@@ -346,9 +366,10 @@ class RegionDescriber(Node):
     def _process(self, sensor: str, job: Job) -> None:
         if sensor == CAMERA:
             result = describe_camera_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions,
-                                           min_region_px=self.min_region_px)
+                                           min_region_px=self.min_region_px, cache=self.cache)
         else:
-            result = describe_lidar_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions)
+            result = describe_lidar_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions,
+                                          cache=self.cache)
         self._report(result.problems)
         self.descriptions_pub.publish(result.descriptions)
         if result.failed:

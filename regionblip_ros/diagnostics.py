@@ -1,4 +1,5 @@
-"""The node's health on /diagnostics: input rates, drops, unmatched region arrays, latency, bad inputs.
+"""The node's health on /diagnostics: input rates, drops, unmatched region arrays, latency, bad inputs, and the
+description cache's hits and misses.
 
 InputStats is written to from callbacks and the worker thread and read by the diagnostics timer; it is
 thread-safe. diagnostic_status turns one reading into a DiagnosticStatus.
@@ -59,13 +60,18 @@ class InputStats:
 
 
 def diagnostic_status(name: str, backend: str, rates_hz: dict[str, float], dropped: dict[str, int],
-                      problems: dict[str, int], new_problems: int, latency_ms: dict[str, float]) -> DiagnosticStatus:
-    """OK while no problem is new since the last report, WARN (with how many) when some are."""
+                      problems: dict[str, int], new_problems: int, latency_ms: dict[str, float],
+                      cache: dict[str, int] | None = None) -> DiagnosticStatus:
+    """OK while no problem is new since the last report, WARN (with how many) when some are. `cache`: the
+    description cache's counts since the node started (DescriptionCache.counts), None when it is off."""
     values = [KeyValue(key="backend", value=backend)]
     values += [KeyValue(key=f"{topic} rate (Hz)", value=f"{rate:.2f}") for topic, rate in sorted(rates_hz.items())]
     values += [KeyValue(key=f"{sensor} jobs dropped", value=str(count)) for sensor, count in sorted(dropped.items())]
     values += [KeyValue(key=f"latency {p} (ms)", value=f"{ms:.1f}") for p, ms in sorted(latency_ms.items())]
     values += [KeyValue(key=f"bad input: {kind}", value=str(count)) for kind, count in sorted(problems.items())]
+    if cache is not None:
+        values += [KeyValue(key=f"description cache {name}", value=str(count))
+                   for name, count in sorted(cache.items())]
     if new_problems:
         level, message = DiagnosticStatus.WARN, f"{new_problems} inputs skipped since the last report: see the log"
     else:

@@ -5,6 +5,12 @@ Used by the node's worker (topics) and by its describe_regions service alike. Wh
 is decided once, by the runtime (Describer.describe_image_regions / describe_point_regions): every region goes to
 it, and a region it refuses comes back with its reason. Nothing here raises for bad input: every problem comes
 back as a Problem(kind, message) for the caller to count and log, and whatever could still be described is.
+
+Given a DescriptionCache (the node's worker gives its own; the describe_regions service none, so on-demand
+answers are always fresh), a region the cache may serve is published with its cached text and score, marked
+`cached`, under the new frame's header; only the others go to the describer, which is not called at all when
+none is left, and what it describes is stored. The message keeps the regions' input order, and its inference_ms
+is the describer's time for the fresh regions (0 when every region came from the cache).
 """
 
 import threading
@@ -18,6 +24,8 @@ from sensor_msgs.msg import Image, PointCloud2
 from contract.boxes import clip_boxes_xyxy
 from contract.modalities import IMAGE_REGION, POINTCLOUD_REGION
 from regionblip_ros.conversions import image_to_numpy, pointcloud2_to_xyz, region2d_to_xyxy, region3d_to_corners
+from regionblip_ros.description_cache import HIT, DescriptionCache
+from regionblip_ros.sync import stamp_to_ns
 
 # Problem kinds, the keys of the node's bad-input counters.
 IMAGE = "image"                      # an Image that cannot be read: encoding, step, truncated data, empty
@@ -95,35 +103,67 @@ def _call(describe, count: int, problems: list[Problem], *args, **kwargs):
     return described, elapsed_ms
 
 
-def _described_rows(regions, described, unreadable: dict[int, str], kind: str, problems: list[Problem]) -> list[int]:
-    """The rows the describer described; each other row becomes a `kind` problem with its reason (the
-    conversion's, for a region that could not be read, else the runtime's)."""
-    rows = []
-    for row, (region, description) in enumerate(zip(regions, described)):
-        reason = unreadable.get(row, description.problem)
-        if reason is None:
-            rows.append(row)
+@dataclass(frozen=True)
+class Published:
+    """One region of the message: its row in the (kept) input and what it says."""
+
+    row: int
+    text: str
+    score: float
+    cached: bool
+
+
+def _describe(describe, frame, header, regions, boxes: np.ndarray, unreadable: dict[int, str], modality: str,
+              kind: str, cache: DescriptionCache | None, problems: list[Problem],
+              **options) -> tuple[list[Published] | None, float]:
+    """The regions to publish, in input order, and the describer's wall time (ms): those the cache serves, then
+    the rest described by `describe(frame, boxes, **options)` and stored. None when the describer refused the
+    frame. Each region left out becomes a `kind` problem with its reason (the conversion's, for a region that
+    could not be read, else the runtime's)."""
+    stamp = stamp_to_ns(header.stamp)
+    published, fresh = [], []
+    for row, region in enumerate(regions):
+        entry, outcome = (None, None) if cache is None or row in unreadable else cache.lookup(
+            (modality, header.frame_id, region.id), boxes[row], region.prompt, stamp, region.refresh)
+        if outcome == HIT:
+            published.append(Published(row, entry.text, entry.score, cached=True))
         else:
-            problems.append(Problem(kind, f"skipped {type(region).__name__} '{region.id}': {reason}"))
-    return rows
+            fresh.append(row)
+    inference_ms = 0.0
+    if fresh:
+        described, inference_ms = _call(describe, len(fresh), problems, frame, boxes[fresh], **options)
+        if described is None:
+            return None, inference_ms
+        for row, description in zip(fresh, described):
+            region, reason = regions[row], unreadable.get(row, description.problem)
+            if reason is not None:
+                problems.append(Problem(kind, f"skipped {type(region).__name__} '{region.id}': {reason}"))
+                continue
+            published.append(Published(row, description.text, float(description.score), cached=False))
+            if cache is not None:
+                cache.store((modality, header.frame_id, region.id), boxes[row], region.prompt, stamp,
+                            description.text, description.score)
+    return sorted(published, key=lambda item: item.row), inference_ms
 
 
-def _message(header, regions, described, modality: str, inference_ms: float) -> RegionDescriptionArray:
+def _message(header, regions, published: list[Published], modality: str,
+             inference_ms: float) -> RegionDescriptionArray:
     out = RegionDescriptionArray(header=header, inference_ms=float(inference_ms))
-    for region, description in zip(regions, described):
-        item = RegionDescription(id=region.id, text=description.text, score=float(description.score),
-                                 label=region.label, modality=modality)
+    for item in published:
+        region = regions[item.row]
+        description = RegionDescription(id=region.id, text=item.text, score=item.score, label=region.label,
+                                        modality=modality, cached=item.cached)
         if modality == IMAGE_REGION:
-            item.region_2d = region
+            description.region_2d = region
         else:
-            item.region_3d = region
-        out.descriptions.append(item)
+            description.region_3d = region
+        out.descriptions.append(description)
     return out
 
 
 def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], *, max_regions: int,
-                          min_region_px: float) -> FrameResult:
-    """Describe the 2D regions of one image; the result carries the image's header."""
+                          min_region_px: float, cache: DescriptionCache | None = None) -> FrameResult:
+    """Describe the 2D regions of one image, serving what `cache` may; the result carries the image's header."""
     result = FrameResult(RegionDescriptionArray(header=image_msg.header))
     try:
         result.image = image_to_numpy(image_msg)
@@ -133,22 +173,23 @@ def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], 
         return result
     regions = _keep_at_most(regions, max_regions, IMAGE_REGION, result.problems)
     boxes, unreadable = region2d_to_xyxy(regions)
-    described, inference_ms = _call(describer.describe_image_regions, len(regions), result.problems,
-                                    result.image, boxes, min_region_px=min_region_px)
-    if described is None:
+    published, inference_ms = _describe(describer.describe_image_regions, result.image, image_msg.header, regions,
+                                        boxes, unreadable, IMAGE_REGION, REGION_2D, cache, result.problems,
+                                        min_region_px=min_region_px)
+    if published is None:
         result.failed = True
         return result
-    rows = _described_rows(regions, described, unreadable, REGION_2D, result.problems)
     height, width = result.image.shape[:2]
+    rows = [item.row for item in published]
     result.boxes = clip_boxes_xyxy(boxes[rows].reshape(-1, 4), width, height)  # for drawing only
-    result.descriptions = _message(image_msg.header, [regions[row] for row in rows],
-                                   [described[row] for row in rows], IMAGE_REGION, inference_ms)
+    result.descriptions = _message(image_msg.header, regions, published, IMAGE_REGION, inference_ms)
     return result
 
 
-def describe_lidar_frame(describer, cloud_msg: PointCloud2, regions: list[Region3D], *,
-                         max_regions: int) -> FrameResult:
-    """Describe the 3D regions of one point cloud; the result carries the cloud's header."""
+def describe_lidar_frame(describer, cloud_msg: PointCloud2, regions: list[Region3D], *, max_regions: int,
+                         cache: DescriptionCache | None = None) -> FrameResult:
+    """Describe the 3D regions of one point cloud, serving what `cache` may; the result carries the cloud's
+    header."""
     result = FrameResult(RegionDescriptionArray(header=cloud_msg.header))
     try:
         points = pointcloud2_to_xyz(cloud_msg)
@@ -164,12 +205,10 @@ def describe_lidar_frame(describer, cloud_msg: PointCloud2, regions: list[Region
         return result
     regions = _keep_at_most(regions, max_regions, POINTCLOUD_REGION, result.problems)
     corners, unreadable = region3d_to_corners(regions)
-    described, inference_ms = _call(describer.describe_point_regions, len(regions), result.problems,
-                                    points, corners)
-    if described is None:
+    published, inference_ms = _describe(describer.describe_point_regions, points, cloud_msg.header, regions,
+                                        corners, unreadable, POINTCLOUD_REGION, REGION_3D, cache, result.problems)
+    if published is None:
         result.failed = True
         return result
-    rows = _described_rows(regions, described, unreadable, REGION_3D, result.problems)
-    result.descriptions = _message(cloud_msg.header, [regions[row] for row in rows],
-                                   [described[row] for row in rows], POINTCLOUD_REGION, inference_ms)
+    result.descriptions = _message(cloud_msg.header, regions, published, POINTCLOUD_REGION, inference_ms)
     return result

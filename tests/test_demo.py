@@ -216,7 +216,8 @@ def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("default")
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     rates = config["sim_sensors"]["ros__parameters"]
-    rates.update(camera_rate_hz=rates["camera_rate_hz"] / 2, lidar_rate_hz=rates["lidar_rate_hz"] / 2)
+    # a new scene every frame (no tracked objects, so no cached descriptions): as many held-out scenes as frames
+    rates.update(camera_rate_hz=rates["camera_rate_hz"] / 2, lidar_rate_hz=rates["lidar_rate_hz"] / 2, scene_frames=1)
     (out / "demo.yaml").write_text(yaml.safe_dump(config))
     return run_demo(DEFAULT_MODEL, out / "out", out / "bundle", duration=10.0, config=out / "demo.yaml")
 

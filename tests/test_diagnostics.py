@@ -54,3 +54,12 @@ def test_the_status_warns_when_problems_are_new_since_the_last_report():
     status = diagnostic_status("/region_describer", "torch", {}, {}, {"points": 4}, 4, {})
     assert status.level == DiagnosticStatus.WARN
     assert status.message == "4 inputs skipped since the last report: see the log"
+
+
+def test_the_description_cache_counts_are_listed_when_the_cache_is_on():
+    cache = {"hits": 5, "misses": 2, "misses: new": 2, "entries": 2}
+    status = diagnostic_status("/region_describer", "onnxruntime", {}, {}, {}, 0, {}, cache)
+    values = {kv.key: kv.value for kv in status.values}
+    assert {key: values[key] for key in values if key.startswith("description cache")} == {
+        "description cache hits": "5", "description cache misses": "2", "description cache misses: new": "2",
+        "description cache entries": "2"}

@@ -102,7 +102,9 @@ class LoopbackNode:
 
             describer = Describer.from_bundle(bundle, threads=threads)
             describer.configure(max_new_tokens=tokens, num_beams=1)
-        parameters = {"bundle": str(bundle), "max_new_tokens": tokens, "num_beams": 1, "max_regions": max(32, regions)}
+        # The description cache off: every frame repeats the same regions, and this times describing them.
+        parameters = {"bundle": str(bundle), "max_new_tokens": tokens, "num_beams": 1, "max_regions": max(32, regions),
+                      "description_cache": False}
         self.node = RegionDescriber(describer=describer, context=self.context, namespace=namespace,
                                     parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
         self.peer = rclpy.create_node("bench_peer", context=self.context, namespace=namespace)

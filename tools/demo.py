@@ -8,7 +8,8 @@
 3. Feed it a simulated camera, LiDAR and detector (tools/sim_sensors.py) on held-out synthetic scenes
    for --duration seconds, and print one line per described frame.
 4. Write OUT/summary.json (frames, regions, attribute accuracy per modality against the scenes' ground truth,
-   latency p50/p95, drops), OUT/annotated_*.png and, where the mcap packages are installed, OUT/run.mcap.
+   latency p50/p95, drops, what the description cache served), OUT/annotated_*.png and, where the mcap packages
+   are installed, OUT/run.mcap.
 
 Latency is the consumer's view: from the detector publishing a region array to its descriptions arriving.
 A demo tool, not a node: it imports training/ for the synthetic scenes and the scorer of training.metrics.
@@ -42,6 +43,8 @@ from regionblip_ros.sync import stamp_to_ns
 from contract.manifest import sha256
 from runtime.bundle import BundleError, load_bundle
 from runtime.threads import recorded_threads, tune_threads
+from tools.bench_transport import cpu_seconds
+from tools.demo_cache import cache_line, cache_summary
 from tools.recording import McapRecorder
 from tools.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
 from training.data.splits import sample_rng
@@ -53,6 +56,7 @@ from training.metrics import attribute_exact_match
 PROG = "python -m tools.demo"
 ROOT = Path(__file__).resolve().parents[1]
 MODALITY = {CAMERA: "image_region", LIDAR: "pointcloud_region"}
+SENSOR = {modality: sensor for sensor, modality in MODALITY.items()}
 STARTUP_TIMEOUT_S = 60.0    # the describer loads its bundle before it subscribes
 DRAIN_TIMEOUT_S = 10.0      # after the sensors stop: wait for the answers still in flight
 ANNOTATED_PNGS, ANNOTATE_EVERY_S, ANNOTATE_SCALE = 4, 5.0, 4  # a few frames, drawn 4x so the text reads
@@ -118,8 +122,7 @@ class DemoMonitor(Node):
         super().__init__("demo_monitor", **node_options)
         self.out = out
         self._lock = threading.Lock()
-        self.detections: dict[tuple[str, int], Detection] = {}
-        self._by_region: dict[str, Detection] = {}  # region id -> the detection that published it
+        self.detections: dict[tuple[str, int], Detection] = {}  # (sensor, stamp) -> the detection published
         self.unmatched = 0  # description arrays not about a frame of this demo's detections, skipped
         self.frames = {CAMERA: [], LIDAR: []}  # one record per described frame
         self.annotated: list[str] = []
@@ -131,7 +134,6 @@ class DemoMonitor(Node):
     def add_detection(self, detection: Detection) -> None:
         with self._lock:
             self.detections[(detection.sensor, detection.stamp_ns)] = detection
-            self._by_region.update(dict.fromkeys(detection.truths, detection))
 
     def answered(self) -> tuple[int, int]:
         """(frames described, region arrays published) so far."""
@@ -142,12 +144,12 @@ class DemoMonitor(Node):
         received = time.monotonic()
         if not msg.descriptions:
             return
-        # Matched by region id, and only counted when the frame described is the one the regions were boxed
-        # on (same stamp): anything else (another publisher's array) is not this demo's to score.
+        # Matched by sensor and stamp (a tracked object keeps its region id over frames), and only counted when
+        # every region is one the detector boxed on that frame: anything else (regions described on another
+        # frame, another publisher's array) is not this demo's to score.
         with self._lock:
-            detection = self._by_region.get(msg.descriptions[0].id)
-        if (detection is None or stamp_to_ns(msg.header.stamp) != detection.stamp_ns
-                or any(item.id not in detection.truths for item in msg.descriptions)):
+            detection = self.detections.get((SENSOR.get(msg.descriptions[0].modality), stamp_to_ns(msg.header.stamp)))
+        if detection is None or any(item.id not in detection.truths for item in msg.descriptions):
             with self._lock:
                 self.unmatched += 1
             return
@@ -157,7 +159,8 @@ class DemoMonitor(Node):
         for item in msg.descriptions:
             truth = detection.truths[item.id]
             correct = attribute_exact_match([item.text], [truth], modality)[f"{modality}/exact_match"] == 1.0
-            regions.append({"id": item.id, "text": item.text, "truth": truth, "correct": correct})
+            regions.append({"id": item.id, "text": item.text, "truth": truth, "correct": correct,
+                            "cached": item.cached})
         record = {"index": detection.index, "stamp": stamp_to_ns(msg.header.stamp) * 1e-9,
                   "latency_ms": (received - detection.published) * 1e3, "inference_ms": msg.inference_ms,
                   "regions": regions}
@@ -184,9 +187,10 @@ class DemoMonitor(Node):
 
 
 def frame_line(sensor: str, record: dict) -> str:
-    """One described frame: 'camera #0012  stamp 1763901234.300  18 ms  c0012-0 → "a red circle" ✓ ...'."""
+    """One described frame: 'camera #0012  stamp 1763901234.300  18 ms  c0012-0 → "a red circle" ✓ ...', with
+    '(cached)' after a description the node served from its cache."""
     regions = "   ".join(f'{r["id"]} → "{r["text"]}" ' + ("✓" if r["correct"] else f'✗ ({r["truth"]["phrase"]})')
-                          for r in record["regions"])
+                          + (" (cached)" if r["cached"] else "") for r in record["regions"])
     return (f'{sensor:<6} #{record["index"]:04d}  stamp {record["stamp"]:.3f}  {record["latency_ms"]:5.0f} ms   '
             f"{regions}")
 
@@ -258,6 +262,7 @@ def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, 
             "accuracy": {key.split("/")[1]: round(value, 4) for key, value in scores.items()},
             "latency_ms": percentiles([frame["latency_ms"] for frame in frames]),
             "inference_ms": percentiles([frame["inference_ms"] for frame in frames]),
+            "cache": cache_summary(frames),
         }
     return {
         "frames": sum(m["frames_described"] for m in modalities.values()),
@@ -265,6 +270,7 @@ def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, 
         "drops": sum(m["frames_dropped"] for m in modalities.values()),
         "accuracy": {modality: m["accuracy"].get("exact_match") for modality, m in modalities.items()},
         "latency_ms": percentiles(latencies),
+        "cache": cache_summary(monitor.frames[CAMERA] + monitor.frames[LIDAR]),
         "unmatched_description_arrays": monitor.unmatched,
         "modalities": modalities,
         "describer_diagnostics": monitor.node_status,
@@ -334,7 +340,7 @@ def run(args) -> int:
         executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
     spinner.start()
-    interrupted = False
+    interrupted, node_cpu_s = False, None
     try:
         if not wait_for_describer(sim, monitor, bringup):
             print(f"{PROG}: the region_describer did not come up; its log ({log_path}) ends:\n{log_tail(log_path)}",
@@ -343,6 +349,7 @@ def run(args) -> int:
         ready = time.monotonic()
         print(f"demo: describer up [{ready - started:.1f} s]; camera {sim.value['camera_rate_hz']:g} Hz, LiDAR "
               f"{sim.value['lidar_rate_hz']:g} Hz for {args.duration:g} s", flush=True)
+        cpu_at_start = cpu_seconds(bringup.pid)
         sim.start()
         while time.monotonic() - ready < args.duration and bringup.poll() is None:
             time.sleep(0.1)
@@ -352,6 +359,7 @@ def run(args) -> int:
                   f"ends:\n{log_tail(log_path)}", file=sys.stderr)
             return 1
         drain(monitor)
+        node_cpu_s = round(cpu_seconds(bringup.pid) - cpu_at_start, 2)
     except KeyboardInterrupt:
         interrupted = True
         sim.stop()
@@ -369,12 +377,13 @@ def run(args) -> int:
                "bundle": str(bundle), "bundle_reused": reused, "duration_s": args.duration, "interrupted": interrupted,
                "onnxruntime_threads": threads,
                "rates_hz": {CAMERA: sim.value["camera_rate_hz"], LIDAR: sim.value["lidar_rate_hz"]},
-               **summarize(monitor, sim, published), "annotated": monitor.annotated,
+               **summarize(monitor, sim, published), "node_cpu_s": node_cpu_s, "annotated": monitor.annotated,
                "recording": None if recorder is None else str(recorder.path),
                "recorded_messages": None if recorder is None else recorder.messages,
                "wall_s": round(time.monotonic() - started, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + summary_table(summary))
+    print("\n" + cache_line(summary))
     print(f"\ndemo: {summary['frames']} frames, {summary['regions']} regions described, {summary['drops']} frames "
           f"dropped, in {summary['wall_s']} s. Wrote {out / 'summary.json'}, {len(monitor.annotated)} annotated "
           f"PNGs{'' if recorder is None else f', {recorder.path} ({recorder.messages} messages)'}.")

@@ -3,7 +3,9 @@
 The node publishes what a robot's drivers and detector would: `image` (sensor_msgs/Image, rgb8) and
 `points` (sensor_msgs/PointCloud2) at sensor rates, and for every frame a `regions_2d` / `regions_3d` array
 whose header is the frame's (stamp and frame id copied, as a detector does) with one region per object,
-its box the true one plus a little detector noise. The detector is pipelined one frame behind its sensor:
+its box the true one plus a little detector noise. A scene stays in view for `scene_frames` frames of a sensor, and
+the detector tracks its objects meanwhile: each keeps its region id, with fresh noise on its box every frame (what
+the describer's description cache serves). The detector is pipelined one frame behind its sensor:
 the regions of frame k go out with frame k + 1, so they never overtake the frame they refer to.
 
 The scenes come from a SceneSource handed to the node (the demo's draws held-out synthetic scenes from
@@ -39,6 +41,7 @@ PARAMETERS = {  # name: (default, description); config/demo.yaml lists the same
     "image_size": (96, "camera image side in pixels"),
     "num_points": (1024, "points per LiDAR scan"),
     "first_index": (0, "index of the first scene drawn from the scene source"),
+    "scene_frames": (1, "frames of a sensor each scene stays in view, its objects keeping their region ids"),
     "box_jitter_px": (1.0, "detector noise: each 2D box edge moves by up to this many pixels"),
     "box_jitter_m": (0.02, "detector noise: each 3D box centre and extent moves by up to this many metres"),
     "seed": (0, "seed of the detector noise"),
@@ -62,6 +65,12 @@ class LidarScene:
     sizes: np.ndarray        # (K, 3) full box extents along the box's own axes
     yaws: np.ndarray         # (K,) box rotation about +z, radians
     truths: list[dict]
+
+
+def tracked_scene(index: int, scene_frames: int) -> int:
+    """The scene a sensor's frame `index` shows, counted from first_index. Each stays in view for scene_frames
+    frames, and its objects' region ids are named after it, so the tracker keeps them while it does."""
+    return index // scene_frames
 
 
 class SceneSource(Protocol):
@@ -94,6 +103,8 @@ class SimulatedSensors(Node):
         for name in ("camera_rate_hz", "lidar_rate_hz", "box_jitter_px", "box_jitter_m", "first_index"):
             if self.value[name] < 0:
                 raise ValueError(f"parameter {name} is {self.value[name]}: it must be 0 or more")
+        if self.value["scene_frames"] < 1:
+            raise ValueError(f"parameter scene_frames is {self.value['scene_frames']}: it must be at least 1")
         self.scenes, self.on_detection = scenes, on_detection
         self._rng = np.random.default_rng(self.value["seed"])
         self._lock = threading.Lock()  # frame counters and pending detections, shared with stop()
@@ -127,10 +138,11 @@ class SimulatedSensors(Node):
     def camera_tick(self) -> None:
         with self._lock:
             index = self.frames[CAMERA]
-            scene = self.scenes.camera_scene(self.value["first_index"] + index, self.value["image_size"])
+            track = tracked_scene(index, self.value["scene_frames"])
+            scene = self.scenes.camera_scene(self.value["first_index"] + track, self.value["image_size"])
             header = self._header(self.value["camera_frame_id"])
             self.image_pub.publish(numpy_to_image(scene.image, "rgb8", header=header))
-            regions = self._regions_2d(index, scene)
+            regions = self._regions_2d(track, scene)
             self._release(CAMERA)
             self._pending[CAMERA] = (Region2DArray(header=header, regions=regions), index, scene.truths, scene.image)
             self.frames[CAMERA] += 1
@@ -138,10 +150,11 @@ class SimulatedSensors(Node):
     def lidar_tick(self) -> None:
         with self._lock:
             index = self.frames[LIDAR]
-            scene = self.scenes.lidar_scene(self.value["first_index"] + index, self.value["num_points"])
+            track = tracked_scene(index, self.value["scene_frames"])
+            scene = self.scenes.lidar_scene(self.value["first_index"] + track, self.value["num_points"])
             header = self._header(self.value["lidar_frame_id"])
             self.points_pub.publish(xyz_to_pointcloud2(scene.points, header=header))
-            regions = self._regions_3d(index, scene)
+            regions = self._regions_3d(track, scene)
             self._release(LIDAR)
             self._pending[LIDAR] = (Region3DArray(header=header, regions=regions), index, scene.truths, None)
             self.frames[LIDAR] += 1
@@ -163,17 +176,17 @@ class SimulatedSensors(Node):
                                     dict(zip(ids, truths)), image))
         (self.regions_2d_pub if sensor == CAMERA else self.regions_3d_pub).publish(array)
 
-    def _regions_2d(self, index: int, scene: CameraScene) -> list[Region2D]:
+    def _regions_2d(self, track: int, scene: CameraScene) -> list[Region2D]:
         height, width = scene.image.shape[:2]
         jitter = self.value["box_jitter_px"]
         boxes = np.asarray(scene.boxes_xyxy, dtype=np.float64).reshape(-1, 4)
         boxes = boxes + self._rng.uniform(-jitter, jitter, boxes.shape)
         boxes = np.clip(boxes, 0, [width, height, width, height])
-        return [Region2D(id=f"c{index:04d}-{k}", x=float(x1), y=float(y1), width=float(max(x2 - x1, 1.0)),
+        return [Region2D(id=f"c{track:04d}-{k}", x=float(x1), y=float(y1), width=float(max(x2 - x1, 1.0)),
                          height=float(max(y2 - y1, 1.0)), label=self.value["region_label"])
                 for k, (x1, y1, x2, y2) in enumerate(boxes)]
 
-    def _regions_3d(self, index: int, scene: LidarScene) -> list[Region3D]:
+    def _regions_3d(self, track: int, scene: LidarScene) -> list[Region3D]:
         jitter = self.value["box_jitter_m"]
         centers = scene.centers + self._rng.uniform(-jitter, jitter, scene.centers.shape)
         sizes = np.maximum(scene.sizes + self._rng.uniform(-jitter, jitter, scene.sizes.shape), 0.01)
@@ -181,7 +194,7 @@ class SimulatedSensors(Node):
         for k, (center, size, yaw) in enumerate(zip(centers, sizes, scene.yaws)):
             pose = Pose(position=Point(x=float(center[0]), y=float(center[1]), z=float(center[2])),
                         orientation=Quaternion(z=float(np.sin(yaw / 2)), w=float(np.cos(yaw / 2))))
-            regions.append(Region3D(id=f"l{index:04d}-{k}", center=pose,
+            regions.append(Region3D(id=f"l{track:04d}-{k}", center=pose,
                                     size=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])),
                                     label=self.value["region_label"]))
         return regions
