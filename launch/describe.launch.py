@@ -12,7 +12,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-TOPICS = ("image", "regions_2d", "points", "regions_3d", "descriptions", "markers",
+TOPICS = ("image", "camera_info", "regions_2d", "points", "regions_3d", "descriptions", "markers",
           "annotated_image")
 
 

@@ -31,13 +31,14 @@ from rclpy.qos import (
 )
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
 from regionblip_msgs.srv import DescribeRegions
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.conversions import numpy_to_image
 from regionblip_ros.frames import SerializedDescriber, describe_camera_frame, describe_lidar_frame
 from regionblip_ros.diagnostics import InputStats, diagnostic_status
 from regionblip_ros.drawing import annotate
+from regionblip_ros.fusion import make_fusion
 from regionblip_ros.markers import description_markers
 from regionblip_ros.spinning import spin_until_signal
 from regionblip_ros.sync import Added, FrameBuffer, stamp_to_ns
@@ -90,6 +91,10 @@ PARAMETERS = {
     "min_region_px": (4.0, "2D regions narrower or lower than this (pixels, inside the image) are skipped"),
     "publish_markers": (True, "publish RViz text markers for 3D regions on markers"),
     "publish_annotated": (True, "publish the image with boxes and descriptions on annotated_image"),
+    "fuse_camera": (False, "also describe where each LiDAR region lands in the camera frame nearest its cloud "
+                           "(camera_text, camera_score, region_2d); needs camera_info, and lidar_to_camera or tf2"),
+    "lidar_to_camera": ([], "x y z qx qy qz qw taking LiDAR points into the camera optical frame, as tf2's "
+                            "lookup_transform(camera_frame, lidar_frame) gives it; empty: look it up in tf2"),
 }
 
 
@@ -123,6 +128,7 @@ class Job:
     frame: Image | PointCloud2
     regions: list
     received: float  # time.monotonic() when the region array arrived: latency is measured from here
+    camera_frame: Image | None = None  # for a LiDAR job, the image nearest its cloud (fuse_camera)
 
 
 class RegionDescriber(Node):
@@ -132,6 +138,7 @@ class RegionDescriber(Node):
         super().__init__(NODE_NAME, **node_options)
         try:
             value = self._declare_parameters()
+            self.fusion = make_fusion(self, value["fuse_camera"], value["lidar_to_camera"], value["min_region_px"])
             if describer is None:
                 describer = make_describer(value["bundle"], value["backend"], value["device"],
                                            value["max_new_tokens"], value["num_beams"], value["threads"])
@@ -162,8 +169,12 @@ class RegionDescriber(Node):
                                 reliability=SENSOR_RELIABILITY[value["sensor_reliability"]],
                                 durability=QoSDurabilityPolicy.VOLATILE)
         sensors = MutuallyExclusiveCallbackGroup()
-        if value["enable_camera"]:
+        if value["enable_camera"] or self.fusion:
             self.create_subscription(Image, "image", self.on_image, sensor_qos, callback_group=sensors)
+        if self.fusion:
+            self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, sensor_qos,
+                                     callback_group=sensors)
+        if value["enable_camera"]:
             self.create_subscription(Region2DArray, "regions_2d", self.on_regions_2d, REGION_QOS,
                                      callback_group=sensors)
         if value["enable_lidar"]:
@@ -180,7 +191,8 @@ class RegionDescriber(Node):
 
     def _declare_parameters(self) -> dict:
         for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+            self.declare_parameter(name, default, ParameterDescriptor(  # an empty list has no element type yet
+                description=description, read_only=True, dynamic_typing=isinstance(default, list)))
         value = {name: self.get_parameter(name).value for name in PARAMETERS}
         for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams", "sensor_depth"):
             if value[name] < 1:
@@ -204,6 +216,11 @@ class RegionDescriber(Node):
     @_guarded
     def on_points(self, msg: PointCloud2) -> None:
         self._buffer(LIDAR, "points", msg)
+
+    @_guarded
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        self.stats.received("camera_info")
+        self._report(self.fusion.set_camera_info(msg))
 
     @_guarded
     def on_regions_2d(self, msg: Region2DArray) -> None:
@@ -321,7 +338,8 @@ class RegionDescriber(Node):
                 f"{stamp * 1e-9:.3f} s (buffered: {held}): give region arrays the header of the frame they "
                 "were computed on, or raise sync_slop / frame_buffer"))
             return
-        self.worker.submit(sensor, Job(frame, list(msg.regions), received))
+        camera_frame = self._frames[CAMERA].match(stamp, self.sync_slop_ns) if sensor == LIDAR and self.fusion else None
+        self.worker.submit(sensor, Job(frame, list(msg.regions), received, camera_frame))
 
     # --- the worker thread -------------------------------------------------------------------------------
 
@@ -331,6 +349,8 @@ class RegionDescriber(Node):
                                            min_region_px=self.min_region_px)
         else:
             result = describe_lidar_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions)
+            if self.fusion is not None and not result.failed:
+                result.problems += self.fusion.fuse(self.describer, result.descriptions, job.camera_frame)
         self._report(result.problems)
         self.descriptions_pub.publish(result.descriptions)
         if result.failed:

@@ -18,7 +18,8 @@ LAUNCH_FILE = ROOT / "launch" / "describe.launch.py"
 NODE_SOURCE = ROOT / "regionblip_ros" / "describer_node.py"
 SETUP_PY = ROOT / "setup.py"
 
-NODE_TOPICS = ("image", "regions_2d", "points", "regions_3d", "descriptions", "markers", "annotated_image")
+NODE_TOPICS = ("image", "camera_info", "regions_2d", "points", "regions_3d", "descriptions", "markers",
+               "annotated_image")
 ARGUMENTS = {"bundle", "params_file", "namespace", "use_camera", "use_lidar", *NODE_TOPICS}
 
 
