@@ -79,7 +79,8 @@ PARAMETERS = {
     "max_regions": (32, "regions described per frame; extra regions are dropped and counted"),
     "max_new_tokens": (20, "longest description, in tokens"),
     "num_beams": (1, "beam search width; 1 = greedy"),
-    "sync_slop": (0.05, "seconds a region array's stamp may differ from its frame's"),
+    "sync_slop": (0.05, "seconds a region array's stamp may differ from its frame's, and with fuse_camera an "
+                        "image's from its cloud's"),
     "frame_buffer": (30, "frames kept per sensor for stamp matching"),
     "clock_jump": (2.0, "a frame stamped this many seconds before the newest buffered one means the clock "
                         "jumped back (a bag loop, a simulator restart): the sensor's frame buffer restarts from it"),

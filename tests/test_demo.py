@@ -102,7 +102,8 @@ def test_the_run_is_recorded_as_an_mcap_that_ros2_readers_decode(short_run):
             topics[channel.topic] = topics.get(channel.topic, 0) + 1
             if channel.topic == "/descriptions":
                 description_ids |= {d.id for d in message.descriptions}
-    assert {"/image", "/camera_info", "/regions_2d", "/points", "/regions_3d", "/descriptions", "/markers"} <= set(topics)
+    assert {"/image", "/camera_info", "/regions_2d", "/points", "/regions_3d", "/descriptions",
+            "/markers"} <= set(topics)
     assert sum(topics.values()) == summary["recorded_messages"]
     assert any(i.startswith("c") for i in description_ids) and any(i.startswith("l") for i in description_ids)
 

@@ -70,6 +70,6 @@ def fused_table_lines(summary: dict) -> list[str]:
     """The demo summary table's fused row and example lines; none when nothing was fused."""
     if not summary["fused_regions"]:
         return []
-    return [f"fused (LiDAR text + camera colour): {summary['fused_regions']} of {summary['lidar_regions']} LiDAR regions, "
-            f"exact match {summary['exact_match']:.3f}, colour {summary['colour']:.3f}",
+    return [f"fused (LiDAR text + camera colour): {summary['fused_regions']} of {summary['lidar_regions']} LiDAR "
+            f"regions, exact match {summary['exact_match']:.3f}, colour {summary['colour']:.3f}",
             *("  " + line for line in summary["examples"])]

@@ -9,7 +9,7 @@ Simulator choices, made because of the default image model's limits, not because
 - models/default knows only 2-D shapes (circle, square, triangle, diamond, cross) drawn by
   training/data/synthetic_images.py: flat colours on a light noisy background, centred on its 8 x 8 patch grid, at
   two radius ranges. Off that grid, or on other backgrounds, it describes them badly (issue #20;
-  docs/experiments.md: shape accuracy falls from 73 % on the grid to 50 % at +-2 px).
+  docs/experiments.md: image-region exact match 0.971 on the grid, 0.272 with the shapes moved 2 px).
 - So the camera looks straight down from CAMERA_HEIGHT_M with a narrow lens (about 8 degrees of view): almost an
   orthographic view, in which each object shows its top-down silhouette, drawn as the image model's 2-D shape of
   that silhouette (SILHOUETTE: sphere, cylinder and cone are circles; cube and pyramid squares). Every object is
@@ -33,7 +33,7 @@ from training.data.synthetic_images import ShapeSpec, render, sample_layout
 from training.data.synthetic_points import HEIGHT_RATIO, WIDTH_M, PrimitiveSpec, region_caption, render_scene
 from training.data.vocabulary import POINT_SHAPES, object_phrase
 
-LAYOUT_SIZE = 96            # the default model's image side: the world is laid out on its grid, any image size scales it
+LAYOUT_SIZE = 96            # the default model's image side: worlds are laid out on its grid; other sizes scale it
 CAMERA_HEIGHT_M = 20.0
 FOCAL_PX = 666.0            # at LAYOUT_SIZE: 34 px per metre at the objects' typical centre height (0.4 m)
 CAMERA_POSITION = (0.3, -0.2, CAMERA_HEIGHT_M)  # in the LiDAR frame: a little off the LiDAR's vertical
