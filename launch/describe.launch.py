@@ -12,8 +12,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-TOPICS = ("image", "regions_2d", "points", "regions_3d", "detections_2d", "detections_3d", "descriptions",
-          "markers", "annotated_image")
+TOPICS = ("image", "camera_info", "regions_2d", "points", "regions_3d", "detections_2d", "detections_3d",
+          "descriptions", "markers", "annotated_image")
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -34,7 +34,7 @@ def generate_launch_description() -> LaunchDescription:
          for topic in TOPICS]
 
     # The file's parameters first, then bundle / enable_camera / enable_lidar from the arguments, which win.
-    # Those arguments default to the node's own defaults (PARAMETERS in regionblip_ros/describer_node.py;
+    # Those arguments default to the node's own defaults (PARAMETERS in regionblip_ros/node_parameters.py;
     # tests/test_launch.py keeps them equal); every other parameter is the file's or the node's default.
     describer = Node(
         package="regionblip_ros",

@@ -37,7 +37,7 @@ from rclpy.qos import (
 )
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
 from regionblip_msgs.srv import DescribeRegions
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.conversions import numpy_to_image
@@ -46,7 +46,9 @@ from regionblip_ros.detections import ROTATED_NOTE, subscribe_detections
 from regionblip_ros.frames import SerializedDescriber, describe_camera_frame, describe_lidar_frame
 from regionblip_ros.diagnostics import InputStats, diagnostic_status
 from regionblip_ros.drawing import annotate
+from regionblip_ros.fusion import make_fusion
 from regionblip_ros.markers import description_markers
+from regionblip_ros.node_parameters import PARAMETERS, SENSOR_RELIABILITY, check_parameters
 from regionblip_ros.spinning import spin_until_signal
 from regionblip_ros.sync import Added, FrameBuffer, stamp_to_ns
 from regionblip_ros.throttle import ThrottledReporter
@@ -54,7 +56,6 @@ from regionblip_ros.worker import LatestJobWorker
 
 NODE_NAME = "region_describer"
 SENSOR_QOS = qos_profile_sensor_data  # what the sensor_* parameters default to (tests/test_node.py keeps them equal)
-SENSOR_RELIABILITY = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT, "reliable": QoSReliabilityPolicy.RELIABLE}
 REGION_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -71,45 +72,6 @@ CALLBACK_ERROR = "callback_error"
 WORKER_ERROR = "worker_error"
 SERVICE_ERROR = "service_error"
 STOP_TIMEOUT_S = 2.0  # how long shutdown waits for the cancelled job to reach its next decode step
-
-# name: (default, description). The one home of every default: config/describe.yaml and config/demo.yaml set
-# only what must differ, and the launch file's arguments default to these values (tests/test_launch.py, which
-# reads this table as literals).
-PARAMETERS = {
-    "bundle": ("bundles/default", "exported model bundle directory (python -m export.onnx)"),
-    "backend": ("onnxruntime", "inference backend: onnxruntime | tensorrt | torch"),
-    "device": ("cpu", "inference device: cpu | cuda"),
-    "threads": (0, "ONNX Runtime intra-op threads; 0 = the count measured for the bundle on this machine "
-                   "(python -m runtime.cli --bundle B --tune-threads), else ONNX Runtime's default (all cores)"),
-    "enable_camera": (True, "subscribe image + regions_2d"),
-    "enable_lidar": (True, "subscribe points + regions_3d"),
-    "enable_detections": (True, "where vision_msgs is installed, also take a detector's Detection2DArray on "
-                                "detections_2d (camera) and Detection3DArray on detections_3d (lidar) as regions"),
-    "max_regions": (32, "regions described per frame; extra regions are dropped and counted"),
-    "max_new_tokens": (20, "longest description, in tokens"),
-    "num_beams": (1, "beam search width; 1 = greedy"),
-    "sync_slop": (0.05, "seconds a region array's stamp may differ from its frame's"),
-    "frame_buffer": (30, "frames kept per sensor for stamp matching"),
-    "clock_jump": (2.0, "a frame stamped this many seconds before the newest buffered one means the clock "
-                        "jumped back (a bag loop, a simulator restart): the sensor's frame buffer restarts from it"),
-    "max_stamp_ahead": (10.0, "frames stamped more than this many seconds ahead of the node's clock are dropped "
-                              "and counted (a publisher's clock is wrong); 0 turns the check off"),
-    "sensor_reliability": ("best_effort", "QoS reliability of the image and points subscriptions: best_effort "
-                                          "(sensor data QoS) | reliable"),
-    "sensor_depth": (5, "QoS history depth of the image and points subscriptions (sensor data QoS: 5)"),
-    "min_region_px": (4.0, "2D regions narrower or lower than this (pixels, inside the image) are skipped"),
-    "publish_markers": (True, "publish RViz text markers for 3D regions on markers"),
-    "publish_annotated": (True, "publish the image with boxes and descriptions on annotated_image"),
-    # Why these defaults: README, "Description cache".
-    "description_cache": (True, "serve a tracked region (same id, prompt and frame_id) from the description cache "
-                                "while its box stays put; the describe_regions service always describes afresh"),
-    "cache_iou": (0.7, "a cached description is served only while the region's box has an IoU of at least this "
-                       "with the box it was described with (3D: the axis-aligned bounds of its corners)"),
-    "cache_ttl": (2.0, "seconds (by frame stamps) a cached description may be served before the region is "
-                       "described again"),
-    "cache_size": (1024, "descriptions the cache holds; the least recently used is evicted beyond it"),
-}
-
 
 def make_describer(bundle: str, backend: str, device: str, max_new_tokens: int, num_beams: int,
                    threads: int = 0):
@@ -141,6 +103,7 @@ class Job:
     frame: Image | PointCloud2
     regions: list
     received: float  # time.monotonic() when the region array arrived: latency is measured from here
+    camera_frame: Image | None = None  # for a LiDAR job, the image nearest its cloud (fuse_camera)
 
 
 class RegionDescriber(Node):
@@ -150,6 +113,7 @@ class RegionDescriber(Node):
         super().__init__(NODE_NAME, **node_options)
         try:
             value = self._declare_parameters()
+            self.fusion = make_fusion(self, value["fuse_camera"], value["lidar_to_camera"], value["min_region_px"])
             if describer is None:
                 describer = make_describer(value["bundle"], value["backend"], value["device"],
                                            value["max_new_tokens"], value["num_beams"], value["threads"])
@@ -182,8 +146,12 @@ class RegionDescriber(Node):
                                 reliability=SENSOR_RELIABILITY[value["sensor_reliability"]],
                                 durability=QoSDurabilityPolicy.VOLATILE)
         sensors = MutuallyExclusiveCallbackGroup()
-        if value["enable_camera"]:
+        if value["enable_camera"] or self.fusion:
             self.create_subscription(Image, "image", self.on_image, sensor_qos, callback_group=sensors)
+        if self.fusion:
+            self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, sensor_qos,
+                                     callback_group=sensors)
+        if value["enable_camera"]:
             self.create_subscription(Region2DArray, "regions_2d", self.on_regions_2d, REGION_QOS,
                                      callback_group=sensors)
         if value["enable_lidar"]:
@@ -203,21 +171,10 @@ class RegionDescriber(Node):
 
     def _declare_parameters(self) -> dict:
         for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+            self.declare_parameter(name, default, ParameterDescriptor(  # an empty list has no element type yet
+                description=description, read_only=True, dynamic_typing=isinstance(default, list)))
         value = {name: self.get_parameter(name).value for name in PARAMETERS}
-        for name in ("max_regions", "frame_buffer", "max_new_tokens", "num_beams", "sensor_depth", "cache_size"):
-            if value[name] < 1:
-                raise ValueError(f"parameter {name} is {value[name]}: it must be at least 1")
-        for name in ("sync_slop", "min_region_px", "max_stamp_ahead", "cache_ttl"):
-            if value[name] < 0:
-                raise ValueError(f"parameter {name} is {value[name]}: it must be 0 or more")
-        if not 0.0 <= value["cache_iou"] <= 1.0:
-            raise ValueError(f"parameter cache_iou is {value['cache_iou']}: it must be from 0 to 1")
-        if value["clock_jump"] <= 0:
-            raise ValueError(f"parameter clock_jump is {value['clock_jump']}: it must be more than 0 seconds")
-        if value["sensor_reliability"] not in SENSOR_RELIABILITY:
-            raise ValueError(f"parameter sensor_reliability is {value['sensor_reliability']!r}: use one of "
-                             f"{', '.join(SENSOR_RELIABILITY)}")
+        check_parameters(value)
         return value
 
     # --- callbacks: buffer, match, hand over; never wait -------------------------------------------------
@@ -229,6 +186,11 @@ class RegionDescriber(Node):
     @_guarded
     def on_points(self, msg: PointCloud2) -> None:
         self._buffer(LIDAR, "points", msg)
+
+    @_guarded
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        self.stats.received("camera_info")
+        self._report(self.fusion.set_camera_info(msg))
 
     @_guarded
     def on_regions_2d(self, msg: Region2DArray) -> None:
@@ -359,7 +321,8 @@ class RegionDescriber(Node):
                 f"{stamp * 1e-9:.3f} s (buffered: {held}): give region arrays the header of the frame they "
                 "were computed on, or raise sync_slop / frame_buffer"))
             return
-        self.worker.submit(sensor, Job(frame, list(msg.regions), received))
+        camera_frame = self._frames[CAMERA].match(stamp, self.sync_slop_ns) if sensor == LIDAR and self.fusion else None
+        self.worker.submit(sensor, Job(frame, list(msg.regions), received, camera_frame))
 
     # --- the worker thread -------------------------------------------------------------------------------
 
@@ -370,6 +333,8 @@ class RegionDescriber(Node):
         else:
             result = describe_lidar_frame(self.describer, job.frame, job.regions, max_regions=self.max_regions,
                                           cache=self.cache)
+            if self.fusion is not None and not result.failed:
+                result.problems += self.fusion.fuse(self.describer, result.descriptions, job.camera_frame)
         self._report(result.problems)
         self.descriptions_pub.publish(result.descriptions)
         if result.failed:

@@ -54,7 +54,7 @@ def test_a_shipped_config_sets_only_declared_parameters_and_only_to_values_other
     parameters = yaml.safe_load(config.read_text())["region_describer"]["ros__parameters"]
     assert set(parameters) <= set(PARAMETERS), set(parameters) - set(PARAMETERS)
     same = {name: value for name, value in parameters.items() if value == DEFAULTS[name]}
-    assert not same, f"{config.name} repeats these defaults of describer_node.PARAMETERS: {same}"
+    assert not same, f"{config.name} repeats these defaults of node_parameters.PARAMETERS: {same}"
     if config == CONFIG:  # demo.yaml also configures sim_sensors, which the demo runs itself
         assert bringup.nodes_in(config) == [("/", "region_describer")]
 

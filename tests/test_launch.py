@@ -16,11 +16,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "describe.launch.py"
 NODE_SOURCES = (ROOT / "regionblip_ros" / "describer_node.py",
+                ROOT / "regionblip_ros" / "node_parameters.py",  # the node's PARAMETERS table
                 ROOT / "regionblip_ros" / "detections.py")  # the node's detections_2d / _3d subscriptions
 SETUP_PY = ROOT / "setup.py"
 
-NODE_TOPICS = ("image", "regions_2d", "points", "regions_3d", "detections_2d", "detections_3d", "descriptions",
-               "markers", "annotated_image")
+NODE_TOPICS = ("image", "camera_info", "regions_2d", "points", "regions_3d", "detections_2d", "detections_3d",
+               "descriptions", "markers", "annotated_image")
 ARGUMENTS = {"bundle", "params_file", "namespace", "use_camera", "use_lidar", *NODE_TOPICS}
 
 
@@ -88,8 +89,8 @@ class LaunchSource:
 
 
 class NodeSource:
-    """Parameters and topics of the region_describer, read from describer_node.py (and the modules that
-    subscribe for it)."""
+    """Parameters and topics of the region_describer, read from describer_node.py and the modules that hold its
+    parameter table or subscribe for it."""
 
     def __init__(self, node_path: Path, *other_paths: Path):
         self.tree = ast.parse(node_path.read_text(), filename=str(node_path))
@@ -97,7 +98,7 @@ class NodeSource:
 
     def parameters(self) -> dict[str, object]:
         """Declared parameter -> default, from the module's PARAMETERS table (name: (default, description))."""
-        table = next(node.value for node in self.tree.body if isinstance(node, ast.Assign)
+        table = next(node.value for tree in self.trees for node in tree.body if isinstance(node, ast.Assign)
                      and any(isinstance(t, ast.Name) and t.id == "PARAMETERS" for t in node.targets))
         return {name: default for name, (default, _) in ast.literal_eval(table).items()}
 

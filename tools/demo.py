@@ -33,8 +33,9 @@ from PIL import Image as PILImage
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS, REGION_QOS, SENSOR_QOS
@@ -45,7 +46,9 @@ from runtime.bundle import BundleError, load_bundle
 from runtime.threads import recorded_threads, tune_threads
 from tools.bench_transport import cpu_seconds
 from tools.demo_cache import cache_line, cache_summary
+from tools.fused_text import fused_region, fused_suffix, fused_summary, fused_table_lines
 from tools.recording import McapRecorder
+from tools.shared_scene import LIDAR_TO_CAMERA, SharedScenes
 from tools.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
 from training.data.splits import sample_rng
 from training.data.synthetic_images import SyntheticImageDataset
@@ -161,6 +164,8 @@ class DemoMonitor(Node):
             correct = attribute_exact_match([item.text], [truth], modality)[f"{modality}/exact_match"] == 1.0
             regions.append({"id": item.id, "text": item.text, "truth": truth, "correct": correct,
                             "cached": item.cached})
+            if sensor == LIDAR and item.region_2d.width > 0:  # the describer fused it with the camera's view
+                regions[-1]["fused"] = fused_region(item.text, item.camera_text, truth)
         record = {"index": detection.index, "stamp": stamp_to_ns(msg.header.stamp) * 1e-9,
                   "latency_ms": (received - detection.published) * 1e3, "inference_ms": msg.inference_ms,
                   "regions": regions}
@@ -190,26 +195,28 @@ def frame_line(sensor: str, record: dict) -> str:
     """One described frame: 'camera #0012  stamp 1763901234.300  18 ms  c0012-0 → "a red circle" ✓ ...', with
     '(cached)' after a description the node served from its cache."""
     regions = "   ".join(f'{r["id"]} → "{r["text"]}" ' + ("✓" if r["correct"] else f'✗ ({r["truth"]["phrase"]})')
-                          + (" (cached)" if r["cached"] else "") for r in record["regions"])
+                          + (" (cached)" if r["cached"] else "") + fused_suffix(r.get("fused"))
+                          for r in record["regions"])
     return (f'{sensor:<6} #{record["index"]:04d}  stamp {record["stamp"]:.3f}  {record["latency_ms"]:5.0f} ms   '
             f"{regions}")
 
 
 # --- recording: every topic of the run into an MCAP file (tools/recording.py) ---------------
 
-RECORDED = (("image", Image, SENSOR_QOS), ("points", PointCloud2, SENSOR_QOS),
+RECORDED = (("image", Image, SENSOR_QOS), ("camera_info", CameraInfo, SENSOR_QOS), ("points", PointCloud2, SENSOR_QOS),
             ("regions_2d", Region2DArray, REGION_QOS), ("regions_3d", Region3DArray, REGION_QOS),
             ("descriptions", RegionDescriptionArray, OUTPUT_QOS), ("markers", MarkerArray, OUTPUT_QOS),
             ("annotated_image", Image, OUTPUT_QOS), ("/diagnostics", DiagnosticArray, OUTPUT_QOS))
 
 # --- the run -----------------------------------------------------------------------------------------------
 
-def wait_for_describer(sim: SimulatedSensors, monitor: DemoMonitor, bringup: subprocess.Popen) -> bool:
+def wait_for_describer(sim: SimulatedSensors, monitor: DemoMonitor, bringup: subprocess.Popen,
+                       topics=("image", "regions_2d", "points", "regions_3d")) -> bool:
     """Until the describer subscribes to every sensor topic and publishes descriptions (False: it never did)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline and bringup.poll() is None:
         subscribed = all(any(info.node_name == DESCRIBER for info in sim.get_subscriptions_info_by_topic(topic))
-                         for topic in ("image", "regions_2d", "points", "regions_3d"))
+                         for topic in topics)
         if subscribed and monitor.count_publishers("descriptions"):
             time.sleep(0.5)  # discovery done; let the endpoints match
             return True
@@ -274,6 +281,7 @@ def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, 
         "unmatched_description_arrays": monitor.unmatched,
         "modalities": modalities,
         "describer_diagnostics": monitor.node_status,
+        "fused": fused_summary([region for frame in monitor.frames[LIDAR] for region in frame["regions"]]),
     }
 
 
@@ -288,7 +296,7 @@ def summary_table(summary: dict) -> str:
         lines.append(f"{modality:<18} {m['frames_published']:>6} {m['frames_described']:>9} {m['frames_dropped']:>7} "
                      f"{m['regions_described']:>7} {acc['exact_match']:>6} {acc['size']:>6} {acc['colour']:>6} "
                      f"{acc['shape']:>6}   {latency}")
-    return "\n".join(lines)
+    return "\n".join(lines + fused_table_lines(summary["fused"]))
 
 
 def run(args) -> int:
@@ -319,8 +327,9 @@ def run(args) -> int:
 
     config = yaml.safe_load(args.config.read_text())
     params = out / "describe.yaml"
+    fusion = {"fuse_camera": True, "lidar_to_camera": list(LIDAR_TO_CAMERA)} if args.scenes == "shared" else {}
     params.write_text(yaml.safe_dump({DESCRIBER: {"ros__parameters": {
-        **config.get(DESCRIBER, {}).get("ros__parameters", {}), "bundle": str(bundle)}}}))
+        **config.get(DESCRIBER, {}).get("ros__parameters", {}), "bundle": str(bundle), **fusion}}}))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     log_path = out / "bringup.log"
     with open(log_path, "w") as log:
@@ -330,7 +339,9 @@ def run(args) -> int:
     rclpy.init(args=[PROG, "--ros-args", "--params-file", str(args.config)], context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     monitor = DemoMonitor(out, context=context)
-    sim = SimulatedSensors(SyntheticScenes(), on_detection=monitor.add_detection, context=context)
+    scenes, synchronized = (SharedScenes(), True) if args.scenes == "shared" else (SyntheticScenes(), False)
+    sim = SimulatedSensors(scenes, on_detection=monitor.add_detection, context=context,
+                           parameter_overrides=[Parameter("synchronized", value=synchronized)])
     recorder = None
     try:
         recorder = McapRecorder(monitor, out / "run.mcap", RECORDED)
@@ -342,7 +353,8 @@ def run(args) -> int:
     spinner.start()
     interrupted, node_cpu_s = False, None
     try:
-        if not wait_for_describer(sim, monitor, bringup):
+        if not wait_for_describer(sim, monitor, bringup, ("image", "regions_2d", "points", "regions_3d")
+                                  + (("camera_info",) if fusion else ())):
             print(f"{PROG}: the region_describer did not come up; its log ({log_path}) ends:\n{log_tail(log_path)}",
                   file=sys.stderr)
             return 1
@@ -375,6 +387,7 @@ def run(args) -> int:
     published = {sensor: sum(1 for s, _ in monitor.detections if s == sensor) for sensor in MODALITY}
     summary = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint / "model.safetensors"),
                "bundle": str(bundle), "bundle_reused": reused, "duration_s": args.duration, "interrupted": interrupted,
+               "scenes": args.scenes,
                "onnxruntime_threads": threads,
                "rates_hz": {CAMERA: sim.value["camera_rate_hz"], LIDAR: sim.value["lidar_rate_hz"]},
                **summarize(monitor, sim, published), "node_cpu_s": node_cpu_s, "annotated": monitor.annotated,
@@ -400,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "demo.yaml",
                         help="node parameters of the describer and the simulated sensors (default config/demo.yaml)")
+    parser.add_argument("--scenes", choices=("shared", "separate"), default="shared",
+                        help="shared (default): camera and LiDAR see one 3-D world and LiDAR regions are fused with "
+                        "the camera (tools/shared_scene.py); separate: the camera sees its own 2-D scenes, no fusion")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error(f"--duration {args.duration:g}: give a positive number of seconds")

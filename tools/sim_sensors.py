@@ -7,6 +7,9 @@ its box the true one plus a little detector noise. A scene stays in view for `sc
 the detector tracks its objects meanwhile: each keeps its region id, with fresh noise on its box every frame (what
 the describer's description cache serves). The detector is pipelined one frame behind its sensor:
 the regions of frame k go out with frame k + 1, so they never overtake the frame they refer to.
+A scene that carries the camera's intrinsics also goes out as `camera_info` with its image. With `synchronized`,
+one timer drives both sensors: the LiDAR scans with every n-th camera frame, with its stamp and scene index, so a
+scene source whose two views show one world (tools/shared_scene.py) gives a cloud and an image of the same moment.
 
 The scenes come from a SceneSource handed to the node (the demo's draws held-out synthetic scenes from
 training/data); this module needs neither training nor a model. What each region truly is stays on this
@@ -26,7 +29,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from regionblip_msgs.msg import Region2D, Region2DArray, Region3D, Region3DArray
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from regionblip_ros.conversions import numpy_to_image, xyz_to_pointcloud2
@@ -48,6 +51,9 @@ PARAMETERS = {  # name: (default, description); config/demo.yaml lists the same
     "camera_frame_id": ("camera_optical", "frame_id of the images"),
     "lidar_frame_id": ("lidar", "frame_id of the point clouds"),
     "region_label": ("object", "the label the detector gives every region"),
+    "synchronized": (False, "scan the LiDAR with every n-th camera frame (n = camera_rate_hz / lidar_rate_hz, a whole "
+                            "number), stamped alike and of the same scene index, as a LiDAR-triggered camera does: "
+                            "for scene sources whose camera and LiDAR show one world (tools/shared_scene.py)"),
 }
 
 
@@ -56,6 +62,7 @@ class CameraScene:
     image: np.ndarray        # (H, W, 3) uint8 RGB
     boxes_xyxy: np.ndarray   # (K, 4) pixel boxes of the objects
     truths: list[dict]       # (K) what each object is, for scoring
+    camera_matrix: np.ndarray | None = None  # (3, 3) K in ROS pixels, published on camera_info; None: no camera_info
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,24 @@ class Detection:
     image: np.ndarray | None   # the camera frame, for drawing; None for LiDAR
 
 
+def synchronized_lidar_every(value: dict) -> int:
+    """Every how many camera frames a synchronized LiDAR scans; ValueError unless the rates make a whole number."""
+    camera, lidar = value["camera_rate_hz"], value["lidar_rate_hz"]
+    every = camera / lidar if camera > 0 and lidar > 0 else 0.0
+    if every < 1 or abs(every - round(every)) > 1e-9:
+        raise ValueError(f"synchronized sensors need camera_rate_hz a whole multiple of lidar_rate_hz, both above 0: "
+                         f"got {camera:g} and {lidar:g} Hz")
+    return round(every)
+
+
+def camera_info(matrix: np.ndarray, image_shape: tuple, header: Header) -> CameraInfo:
+    """The CameraInfo of an undistorted pinhole camera with intrinsics `matrix` (K) for images of `image_shape`."""
+    k = np.asarray(matrix, dtype=np.float64).reshape(3, 3)
+    return CameraInfo(header=header, height=image_shape[0], width=image_shape[1], distortion_model="plumb_bob",
+                      d=[0.0] * 5, k=k.ravel().tolist(), r=np.eye(3).ravel().tolist(),
+                      p=np.hstack([k, np.zeros((3, 1))]).ravel().tolist())
+
+
 class SimulatedSensors(Node):
     """Publishes image + regions_2d and points + regions_3d once start() is called; see the module docstring."""
 
@@ -105,6 +130,7 @@ class SimulatedSensors(Node):
                 raise ValueError(f"parameter {name} is {self.value[name]}: it must be 0 or more")
         if self.value["scene_frames"] < 1:
             raise ValueError(f"parameter scene_frames is {self.value['scene_frames']}: it must be at least 1")
+        self._lidar_every = synchronized_lidar_every(self.value) if self.value["synchronized"] else 0
         self.scenes, self.on_detection = scenes, on_detection
         self._rng = np.random.default_rng(self.value["seed"])
         self._lock = threading.Lock()  # frame counters and pending detections, shared with stop()
@@ -115,11 +141,16 @@ class SimulatedSensors(Node):
         self.image_pub = self.create_publisher(Image, "image", SENSOR_QOS)
         self.regions_2d_pub = self.create_publisher(Region2DArray, "regions_2d", REGION_QOS)
         self.points_pub = self.create_publisher(PointCloud2, "points", SENSOR_QOS)
+        self.camera_info_pub = self.create_publisher(CameraInfo, "camera_info", SENSOR_QOS)
         self.regions_3d_pub = self.create_publisher(Region3DArray, "regions_3d", REGION_QOS)
 
     def start(self) -> None:
         """Start publishing at the configured rates."""
         group = MutuallyExclusiveCallbackGroup()
+        if self.value["synchronized"]:
+            self._timers.append(self.create_timer(1.0 / self.value["camera_rate_hz"], self.synchronized_tick,
+                                                  callback_group=group))
+            return
         for sensor, tick in ((CAMERA, self.camera_tick), (LIDAR, self.lidar_tick)):
             rate = self.value[f"{sensor}_rate_hz"]
             if rate > 0:
@@ -135,34 +166,43 @@ class SimulatedSensors(Node):
 
     # --- one frame of each sensor ------------------------------------------------------------------------
 
-    def camera_tick(self) -> None:
+    def camera_tick(self, stamp=None) -> None:
         with self._lock:
             index = self.frames[CAMERA]
             track = tracked_scene(index, self.value["scene_frames"])
             scene = self.scenes.camera_scene(self.value["first_index"] + track, self.value["image_size"])
-            header = self._header(self.value["camera_frame_id"])
+            header = self._header(self.value["camera_frame_id"], stamp)
             self.image_pub.publish(numpy_to_image(scene.image, "rgb8", header=header))
+            if scene.camera_matrix is not None:
+                self.camera_info_pub.publish(camera_info(scene.camera_matrix, scene.image.shape, header))
             regions = self._regions_2d(track, scene)
             self._release(CAMERA)
             self._pending[CAMERA] = (Region2DArray(header=header, regions=regions), index, scene.truths, scene.image)
             self.frames[CAMERA] += 1
 
-    def lidar_tick(self) -> None:
+    def lidar_tick(self, stamp=None, scene_index: int | None = None) -> None:
         with self._lock:
             index = self.frames[LIDAR]
-            track = tracked_scene(index, self.value["scene_frames"])
+            track = tracked_scene(index, self.value["scene_frames"]) if scene_index is None else scene_index
             scene = self.scenes.lidar_scene(self.value["first_index"] + track, self.value["num_points"])
-            header = self._header(self.value["lidar_frame_id"])
+            header = self._header(self.value["lidar_frame_id"], stamp)
             self.points_pub.publish(xyz_to_pointcloud2(scene.points, header=header))
             regions = self._regions_3d(track, scene)
             self._release(LIDAR)
             self._pending[LIDAR] = (Region3DArray(header=header, regions=regions), index, scene.truths, None)
             self.frames[LIDAR] += 1
 
+    def synchronized_tick(self) -> None:
+        """A camera frame, and with every n-th one a LiDAR scan of the same scene index with the same stamp."""
+        stamp, index = self.get_clock().now().to_msg(), self.frames[CAMERA]
+        self.camera_tick(stamp)
+        if index % self._lidar_every == 0:
+            self.lidar_tick(stamp, tracked_scene(index, self.value["scene_frames"]))
+
     # --- helpers -----------------------------------------------------------------------------------------
 
-    def _header(self, frame_id: str) -> Header:
-        return Header(stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
+    def _header(self, frame_id: str, stamp=None) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg() if stamp is None else stamp, frame_id=frame_id)
 
     def _release(self, sensor: str) -> None:
         """Publish the detection held back for `sensor`'s previous frame, if any (caller holds the lock)."""
