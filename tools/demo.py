@@ -8,7 +8,8 @@
 3. Feed it a simulated camera, LiDAR and detector (tools/sim_sensors.py) on held-out synthetic scenes
    for --duration seconds, and print one line per described frame.
 4. Write OUT/summary.json (frames, regions, attribute accuracy per modality against the scenes' ground truth,
-   latency p50/p95, drops), OUT/annotated_*.png and, where the mcap packages are installed, OUT/run.mcap.
+   latency p50/p95, drops), OUT/annotated_*.png and, where the mcap packages are installed, OUT/run.mcap
+   (every topic, and the regions' ground truth on /ground_truth: python -m tools.replay scores a replay with it).
 
 Latency is the consumer's view: from the detector publishing a region array to its descriptions arriving.
 A demo tool, not a node: it imports training/ for the synthetic scenes and the scorer of training.metrics.
@@ -34,6 +35,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
 from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS, REGION_QOS, SENSOR_QOS
@@ -42,6 +44,7 @@ from regionblip_ros.sync import stamp_to_ns
 from contract.manifest import sha256
 from runtime.bundle import BundleError, load_bundle
 from runtime.threads import recorded_threads, tune_threads
+from tools.ground_truth import GROUND_TRUTH_TOPIC, truth_message
 from tools.recording import McapRecorder
 from tools.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
 from training.data.splits import sample_rng
@@ -127,11 +130,13 @@ class DemoMonitor(Node):
         self.node_status: dict[str, str] = {}
         self.create_subscription(RegionDescriptionArray, "descriptions", self.on_descriptions, OUTPUT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, OUTPUT_QOS)
+        self.truth_pub = self.create_publisher(String, GROUND_TRUTH_TOPIC, REGION_QOS)  # recorded for replays
 
     def add_detection(self, detection: Detection) -> None:
         with self._lock:
             self.detections[(detection.sensor, detection.stamp_ns)] = detection
             self._by_region.update(dict.fromkeys(detection.truths, detection))
+        self.truth_pub.publish(truth_message(detection.stamp_ns, MODALITY[detection.sensor], detection.truths))
 
     def answered(self) -> tuple[int, int]:
         """(frames described, region arrays published) so far."""
@@ -196,7 +201,8 @@ def frame_line(sensor: str, record: dict) -> str:
 RECORDED = (("image", Image, SENSOR_QOS), ("points", PointCloud2, SENSOR_QOS),
             ("regions_2d", Region2DArray, REGION_QOS), ("regions_3d", Region3DArray, REGION_QOS),
             ("descriptions", RegionDescriptionArray, OUTPUT_QOS), ("markers", MarkerArray, OUTPUT_QOS),
-            ("annotated_image", Image, OUTPUT_QOS), ("/diagnostics", DiagnosticArray, OUTPUT_QOS))
+            ("annotated_image", Image, OUTPUT_QOS), ("/diagnostics", DiagnosticArray, OUTPUT_QOS),
+            (GROUND_TRUTH_TOPIC, String, REGION_QOS))  # what each region truly is (tools/ground_truth.py)
 
 # --- the run -----------------------------------------------------------------------------------------------
 

@@ -35,6 +35,11 @@ def _nested_types(package: str, text: str) -> list[str]:
     return types
 
 
+def type_name(msg_type) -> str:
+    """A message class's ROS 2 type name as bags store it: sensor_msgs.msg.Image -> 'sensor_msgs/msg/Image'."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+
+
 def message_definition(type_name: str) -> str:
     """The ros2msg schema of e.g. 'sensor_msgs/msg/Image' as rosbag2 writes it: its .msg text, then each nested
     type's under a line of '=' and 'MSG: package/Name'."""
@@ -64,8 +69,8 @@ class McapRecorder:
         self._writer = Writer(self._file)
         self._writer.start(profile="ros2", library="regionblip_ros")
         for topic, msg_type, qos in topics:
-            type_name = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
-            schema = self._writer.register_schema(type_name, "ros2msg", message_definition(type_name).encode())
+            name = type_name(msg_type)
+            schema = self._writer.register_schema(name, "ros2msg", message_definition(name).encode())
             channel = self._writer.register_channel(node.resolve_topic_name(topic), "cdr", schema)
             node.create_subscription(msg_type, topic, lambda data, c=channel: self._write(c, data), qos, raw=True)
 
