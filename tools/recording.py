@@ -64,6 +64,7 @@ class McapRecorder:
         from mcap.writer import Writer  # optional: the demo runs without it
 
         self.path, self.messages = path, 0
+        self.counts: dict[str, int] = {}  # messages written per topic
         self._lock = threading.Lock()
         self._file = open(path, "wb")
         self._writer = Writer(self._file)
@@ -71,15 +72,18 @@ class McapRecorder:
         for topic, msg_type, qos in topics:
             name = type_name(msg_type)
             schema = self._writer.register_schema(name, "ros2msg", message_definition(name).encode())
-            channel = self._writer.register_channel(node.resolve_topic_name(topic), "cdr", schema)
-            node.create_subscription(msg_type, topic, lambda data, c=channel: self._write(c, data), qos, raw=True)
+            resolved = node.resolve_topic_name(topic)
+            channel = self._writer.register_channel(resolved, "cdr", schema)
+            node.create_subscription(msg_type, topic, lambda data, c=channel, t=resolved: self._write(c, t, data), qos,
+                                     raw=True)
 
-    def _write(self, channel: int, data: bytes) -> None:
+    def _write(self, channel: int, topic: str, data: bytes) -> None:
         now = time.time_ns()
         with self._lock:
             if self._writer is not None:
                 self._writer.add_message(channel, log_time=now, data=data, publish_time=now, sequence=self.messages)
                 self.messages += 1
+                self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self) -> None:
         with self._lock:

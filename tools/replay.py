@@ -130,38 +130,49 @@ class Player:
                            for topic in {channel.played_as for channel in plan.played}}
         self.classes = {type_name(sub.msg_type): sub.msg_type for sub in node.subscriptions}
         self.published: dict[str, int] = {}
-        self.lost_frames = 0  # --rate max: frames the node never received
+        self.unreceived: dict[str, int] = {}  # --rate max: frames (and /clock ticks) the node never received
 
     def play(self, channel, data: bytes) -> None:
         publisher = self.publishers[channel.played_as]
         self.published[channel.topic] = self.published.get(channel.topic, 0) + 1
         if channel.type_name in REGION_MODALITY:
             msg = deserialize_message(data, self.classes[channel.type_name])
-            turned_down = unanswerable(self.node)
+            turned_down, processed = unanswerable(self.node), self.processed()
             sent = self.tally.send(REGION_MODALITY[channel.type_name], stamp_to_ns(msg.header.stamp),
                                    [region.id for region in msg.regions], time.monotonic())
             publisher.publish(data)
-            if self.factor is None and msg.regions:
-                wait_for(lambda: sent.answered.is_set() or unanswerable(self.node) > turned_down, ANSWER_TIMEOUT_S)
+            if self.factor is None and msg.regions:  # until answered, turned down, or answered unrecognisably
+                wait_for(lambda: sent.answered.is_set() or unanswerable(self.node) > turned_down
+                         or processed < self.processed() <= self.tally.answered(), ANSWER_TIMEOUT_S)
         elif channel.type_name in FRAME_MODALITY:
             before = sum(self.node.stats.counts().values())
             publisher.publish(data)
             self.tally.frame(FRAME_MODALITY[channel.type_name])
-            if self.factor is None and not wait_for(lambda: sum(self.node.stats.counts().values()) > before,
-                                                    RECEIVE_TIMEOUT_S):
-                self.lost_frames += 1
-        else:
+            if self.factor is None:
+                self._received(channel, lambda: sum(self.node.stats.counts().values()) > before)
+        else:  # /clock
             publisher.publish(data)
+            if self.factor is None:
+                tick = stamp_to_ns(deserialize_message(data, self.classes[CLOCK_TYPE]).clock)
+                self._received(channel, lambda: self.node.get_clock().now().nanoseconds == tick)
+
+    def processed(self) -> int:
+        return sum(self.node.worker.processed().values())
+
+    def _received(self, channel, predicate) -> None:
+        if not wait_for(predicate, RECEIVE_TIMEOUT_S):
+            self.unreceived[channel.topic] = self.unreceived.get(channel.topic, 0) + 1
 
 
-def play_bag(args, plan, player: Player) -> tuple[int, bool]:
-    """Play every message of the plan at the chosen pace: (messages played, interrupted)."""
-    played, start, first = 0, time.monotonic(), None
+def play_bag(args, plan, player: Player) -> dict:
+    """Play every message of the plan at the chosen pace; how many, over how long, and whether interrupted."""
+    played, start, first, last = 0, time.monotonic(), None, None
     progress = tqdm(total=plan.messages, unit="msg", desc="replay", file=sys.stderr, mininterval=0.5)
+    interrupted = False
     try:
         for channel, log_time, data in messages(args.bag, plan.played):
+            first, last = log_time if first is None else first, log_time
             if args.factor is not None:
-                first = log_time if first is None else first
                 delay = start + (log_time - first) * 1e-9 / args.factor - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -169,16 +180,22 @@ def play_bag(args, plan, player: Player) -> tuple[int, bool]:
             played += 1
             progress.update()
     except KeyboardInterrupt:
-        return played, True
+        interrupted = True
     finally:
         progress.close()
-    return played, False
+    return {"messages_played": played, "recorded_s": round((last - first) * 1e-9, 3) if played else 0.0,
+            "played_s": round(time.monotonic() - start, 3), "interrupted": interrupted}
 
 
-def drain(node: RegionDescriber, tally: Tally) -> None:
-    """Until every job the node ran has been answered here (or DRAIN_TIMEOUT_S)."""
-    wait_for(lambda: node.worker.wait_idle(0.1) and tally.answered() >= sum(node.worker.processed().values()),
-             DRAIN_TIMEOUT_S, poll_s=0.1)
+def drain(node: RegionDescriber, tally: Tally, recorder: McapRecorder) -> None:
+    """Until every job the node ran has been answered here and recorded (or DRAIN_TIMEOUT_S)."""
+    topic = node.descriptions_pub.topic_name
+
+    def done() -> bool:
+        processed = sum(node.worker.processed().values())
+        return tally.answered() >= processed and recorder.counts.get(topic, 0) >= processed
+
+    wait_for(lambda: node.worker.wait_idle(0.1) and done(), DRAIN_TIMEOUT_S, poll_s=0.1)
 
 
 def node_counts(node: RegionDescriber) -> dict[str, dict[str, int]]:
@@ -234,9 +251,9 @@ def replay(args, describer=None) -> int:
             raise RuntimeError(f"the replay's publishers never matched the node's subscriptions in "
                                f"{READY_TIMEOUT_S:g} s: check ROS_AUTOMATIC_DISCOVERY_RANGE and the DDS setup")
         time.sleep(0.3)  # discovery is done one way; let the endpoints settle both ways
-        played, interrupted = play_bag(args, plan, player)
-        if not interrupted:
-            drain(node, tally)
+        playback = play_bag(args, plan, player)
+        if not playback["interrupted"]:
+            drain(node, tally, recorder)
         received, dropped, problems = node_counts(node), node.worker.dropped(), node.bad_inputs.counts()
     finally:
         node.stop_work()
@@ -253,8 +270,8 @@ def replay(args, describer=None) -> int:
     modalities = modality_counts(tally, received, {SENSOR_MODALITY[s]: n for s, n in dropped.items()}, scores)
     summary = {
         "bag": str(args.bag), "out": str(args.out), "rate": args.rate, "params": str(args.params),
-        "bundle": str(args.bundle) if args.bundle else None, "use_sim_time": sim_time, "interrupted": interrupted,
-        "messages_played": played, "frames_lost_before_the_node": player.lost_frames,
+        "bundle": str(args.bundle) if args.bundle else None, "use_sim_time": sim_time, **playback,
+        "not_received_by_node": player.unreceived,
         "topics": {"played": {c.topic: {"as": c.played_as, "type": c.type_name,
                                         "published": player.published.get(c.topic, 0)} for c in plan.played},
                    "skipped": {c.topic: c.messages for c in plan.skipped},
@@ -272,9 +289,9 @@ def replay(args, describer=None) -> int:
     if args.csv:
         write_csv(args.csv, modalities)
     print(summary_table(summary))
-    print(f"replay: {played} messages in {summary['wall_s']} s; wrote {args.out} ({recorder.messages} messages), "
-          f"{args.summary}{'' if args.csv is None else f', {args.csv}'}")
-    return 130 if interrupted else 0
+    print(f"replay: {playback['messages_played']} messages in {summary['wall_s']} s; wrote {args.out} "
+          f"({recorder.messages} messages), {args.summary}{'' if args.csv is None else f', {args.csv}'}")
+    return 130 if playback["interrupted"] else 0
 
 
 def main(argv: list[str] | None = None, *, describer=None) -> int:

@@ -2,8 +2,9 @@
 with the mcap library (raw CDR, never decoded here except the few small messages the summary needs).
 
 A channel is played when its topic, after the --remap rules, is one the node subscribes to, with the type the
-node reads there (/clock too, which the node reads under use_sim_time). The bag's recorded descriptions (the live run's answers) and its ground truth
-(tools/ground_truth.py) are read for the summary; every other channel is skipped and counted.
+node reads there (/clock too, which the node reads under use_sim_time). The bag's recorded descriptions (the
+live run's answers) and its ground truth (tools/ground_truth.py) are read for the summary; every other channel
+is skipped and counted.
 """
 
 from collections.abc import Iterator
