@@ -288,20 +288,26 @@ def replay_main(monkeypatch):
     return replay.main
 
 
-@pytest.fixture
-def camera_bag(tmp_path) -> Path:
-    """A rosbag2 MCAP with one camera frame and its region array."""
+def camera_messages() -> list:
+    """One camera frame and its region array, as (topic, log time, message)."""
     from regionblip_msgs.msg import Region2D, Region2DArray
     from std_msgs.msg import Header
 
     from regionblip_ros.conversions import numpy_to_image
-    from tests.bags import write_bag
 
     header = Header(frame_id="camera_optical")
     header.stamp.sec = 1_700_000_000
-    return write_bag(tmp_path / "camera.mcap", [
-        ("/image", 1, numpy_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8", header=header)),
-        ("/regions_2d", 2, Region2DArray(header=header, regions=[Region2D(id="r0", width=8.0, height=8.0)]))])
+    return [("/image", 1, numpy_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8", header=header)),
+            ("/regions_2d", 2, Region2DArray(header=header, regions=[Region2D(id="r0", width=8.0, height=8.0)]))]
+
+
+@pytest.fixture
+def camera_bag(tmp_path) -> Path:
+    """A rosbag2 MCAP with one camera frame and its region array."""
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from tests.bags import write_bag
+
+    return write_bag(tmp_path / "camera.mcap", camera_messages())
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -358,3 +364,17 @@ def test_replay_says_when_the_node_cannot_load_its_bundle(camera_bag, tmp_path, 
     assert replay.main([str(camera_bag), "--out", str(tmp_path / "o.mcap"), "--bundle", str(tmp_path / "none")]) == 1
     line = error_line(capsys)
     assert line.startswith("python -m tools.replay: the region_describer did not start: ") and "none" in line
+
+
+def test_replay_names_a_ground_truth_message_it_cannot_read(tmp_path, capsys):
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from std_msgs.msg import String
+
+    from tests.bags import write_bag
+    from tests.describer_double import DescriberDouble
+    from tools import replay
+
+    bag = write_bag(tmp_path / "bag.mcap", [*camera_messages(), ("/ground_truth", 3, String(data="not json"))])
+    assert replay.main([str(bag), "--out", str(tmp_path / "o.mcap")], describer=DescriberDouble()) == 2
+    assert error_line(capsys).startswith("python -m tools.replay: a /ground_truth message is not the JSON "
+                                         "{stamp_ns, modality, truths} this topic carries (")

@@ -225,3 +225,25 @@ def test_without_clock_frames_ahead_of_the_nodes_clock_are_counted_lost(tmp_path
     assert summary["use_sim_time"] is False
     assert counts["region_arrays_unanswered"] == 2 and counts["description_arrays"] == 0
     assert summary["node"]["bad_inputs"] == {"stamp_ahead": 2, "unmatched_regions_2d": 2}
+
+
+def description_array(stamp_ns: int, *ids: str) -> RegionDescriptionArray:
+    from regionblip_msgs.msg import RegionDescription
+
+    array = RegionDescriptionArray(descriptions=[RegionDescription(id=i, text=f"text of {i}") for i in ids])
+    array.header.stamp.sec, array.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    return array
+
+
+def test_an_answer_on_a_neighbouring_frame_answers_the_nearest_array_within_the_slop():
+    from tools.replay_summary import Tally
+
+    tally = Tally(slop_ns=50_000_000)
+    first = tally.send("image_region", 1_000_000_000, ["a"], published=10.0)
+    second = tally.send("image_region", 1_100_000_000, ["b"], published=10.5)
+    tally.answer(description_array(1_130_000_000, "b"), received=10.75)  # matched to a frame 30 ms later
+    tally.answer(description_array(3_000_000_000, "x"), received=11.0)   # nothing of ours within 50 ms
+    assert second.answered.is_set() and not first.answered.is_set()
+    assert tally.answers == [("image_region", 250.0, 0.0, 1)] and tally.unmatched == 1
+    assert tally.texts == {(1_130_000_000, "b"): ("image_region", "text of b")}
+    assert tally.by_region == {(1_100_000_000, "b"): ("image_region", "text of b")}  # the array's stamp, for truths

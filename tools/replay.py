@@ -20,8 +20,8 @@ Stamps stay as recorded: they lie in the past of the node's clock, which its max
 A bag with /clock (rosgraph_msgs/Clock) has it played too, and the node runs with use_sim_time. Replay on a
 ROS_DOMAIN_ID of its own: a live node on the same domain would answer the replayed messages too.
 
-Exit status: 0 done; 2 a bad argument or bag (one line on stderr); 1 the node did not start; 130 interrupted
-(the summary of what was played is still written).
+Exit status: 0 done; 2 a bad argument or bag (one line on stderr); 1 the node did not start or an output could
+not be written (one line); 130 interrupted (the summary of what was played so far is still written).
 """
 
 import json
@@ -64,8 +64,10 @@ DRAIN_TIMEOUT_S = 60.0    # after the last message: the answers still in flight
 
 def rate(text: str) -> float | None:
     """--rate as a speed factor: recorded is 1, max is None (paced by the node's answers)."""
-    if text in ("max", "recorded"):
-        return None if text == "max" else 1.0
+    if text == "max":
+        return None
+    if text == "recorded":
+        return 1.0
     try:
         factor = float(text)
     except ValueError:
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None, *, describer=None) -> int:
     except ValueError as error:
         print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:  # the node did not start, or an output could not be written
         print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
 
