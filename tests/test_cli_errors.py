@@ -274,3 +274,107 @@ def test_evaluate_refuses_bad_arguments_before_evaluating(tiny_checkpoint, tmp_p
     assert evaluate.main(argv) == 2
     assert error_line(capsys).startswith(f"training.evaluate: error: {message.format(tmp=tmp_path)}")
 
+
+
+# tools.replay
+
+@pytest.fixture
+def replay_main(monkeypatch):
+    """tools.replay.main, where building the region_describer fails the test: every error below comes first."""
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from tools import replay
+
+    monkeypatch.setattr(replay, "RegionDescriber", lambda **kwargs: pytest.fail("the node was built"))
+    return replay.main
+
+
+def camera_messages() -> list:
+    """One camera frame and its region array, as (topic, log time, message)."""
+    from regionblip_msgs.msg import Region2D, Region2DArray
+    from std_msgs.msg import Header
+
+    from regionblip_ros.conversions import numpy_to_image
+
+    header = Header(frame_id="camera_optical")
+    header.stamp.sec = 1_700_000_000
+    return [("/image", 1, numpy_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8", header=header)),
+            ("/regions_2d", 2, Region2DArray(header=header, regions=[Region2D(id="r0", width=8.0, height=8.0)]))]
+
+
+@pytest.fixture
+def camera_bag(tmp_path) -> Path:
+    """A rosbag2 MCAP with one camera frame and its region array."""
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from tests.bags import write_bag
+
+    return write_bag(tmp_path / "camera.mcap", camera_messages())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{tmp}/none.mcap", "--out", "{tmp}/out.mcap"], "bag {tmp}/none.mcap does not exist: give a rosbag2 .mcap file"),
+    (["{tmp}", "--out", "{tmp}/out.mcap"], "bag {tmp} is a directory: give the .mcap file inside it"),
+    (["{tmp}/notes.txt", "--out", "{tmp}/out.mcap"], "bag {tmp}/notes.txt cannot be read as MCAP (InvalidMagic"),
+    (["{bag}"], "the following arguments are required: --out (see --help)"),
+    (["{bag}", "--out", "{bag}"], "--out {bag} is the bag itself: give another file, the bag is only read"),
+    (["{bag}", "--out", "{tmp}"], "--out {tmp} is a directory: give a file to write"),
+    (["{bag}", "--out", "{tmp}/no/out.mcap"], "--out {tmp}/no/out.mcap: directory {tmp}/no does not exist"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--rate", "fast"], "--rate 'fast': give max, recorded or a positive speed"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--rate", "0"], "--rate '0': give max, recorded or a positive speed factor"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--rate", "inf"], "--rate 'inf': give max, recorded or a positive speed"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--remap", "/image=/camera"],
+     "--remap '/image=/camera' is not FROM:=TO with two absolute topics: write e.g. --remap /camera/image_raw:=/image"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--remap", "image:=/camera"], "--remap 'image:=/camera' is not FROM:=TO"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--remap", "/camera:=/image"],
+     "--remap names /camera, which bag {bag} does not hold: its topics are /image, /regions_2d"),
+    (["{bag}", "--out", "{tmp}/o.mcap", "--params", "{tmp}/none.yaml"],
+     "cannot read parameters file '{tmp}/none.yaml'"),
+])
+def test_replay_refuses_bad_arguments_and_bags_before_starting_the_node(replay_main, camera_bag, tmp_path, capsys,
+                                                                         argv, message):
+    (tmp_path / "notes.txt").write_text("not a bag")
+    fill = {"tmp": tmp_path, "bag": camera_bag}
+    assert replay_main([a.format(**fill) for a in argv]) == 2
+    line = error_line(capsys)
+    assert line.startswith("python -m tools.replay: ") and message.format(**fill) in line
+    assert not (tmp_path / "o.mcap").exists() and not (tmp_path / "out.mcap").exists()
+
+
+@pytest.mark.parametrize("remap, message", [
+    ("/regions_2d:=/image", "bag topic /regions_2d (regionblip_msgs/msg/Region2DArray) is played on /image, where the "
+                            "node reads sensor_msgs/msg/Image: remap it elsewhere or leave it out"),
+    ("/regions_2d:=/detections", "the bag has no region arrays on the topics the node reads (/image, /points, "
+                                 "/regions_2d, /regions_3d): remap the bag's Region2DArray / Region3DArray topics onto "
+                                 "them, e.g. --remap /detector/regions:=/regions_2d"),
+])
+def test_replay_refuses_a_bag_that_does_not_fit_the_nodes_topics(camera_bag, tmp_path, capsys, remap, message):
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from tests.describer_double import DescriberDouble
+    from tools import replay
+
+    argv = [str(camera_bag), "--out", str(tmp_path / "o.mcap"), "--remap", remap]
+    assert replay.main(argv, describer=DescriberDouble()) == 2
+    assert error_line(capsys) == f"python -m tools.replay: {message}"
+    assert not (tmp_path / "o.mcap").exists()
+
+
+def test_replay_says_when_the_node_cannot_load_its_bundle(camera_bag, tmp_path, capsys):
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from tools import replay
+
+    assert replay.main([str(camera_bag), "--out", str(tmp_path / "o.mcap"), "--bundle", str(tmp_path / "none")]) == 1
+    line = error_line(capsys)
+    assert line.startswith("python -m tools.replay: the region_describer did not start: ") and "none" in line
+
+
+def test_replay_names_a_ground_truth_message_it_cannot_read(tmp_path, capsys):
+    pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
+    from std_msgs.msg import String
+
+    from tests.bags import write_bag
+    from tests.describer_double import DescriberDouble
+    from tools import replay
+
+    bag = write_bag(tmp_path / "bag.mcap", [*camera_messages(), ("/ground_truth", 3, String(data="not json"))])
+    assert replay.main([str(bag), "--out", str(tmp_path / "o.mcap")], describer=DescriberDouble()) == 2
+    assert error_line(capsys).startswith("python -m tools.replay: a /ground_truth message is not the JSON "
+                                         "{stamp_ns, modality, truths} this topic carries (")

@@ -9,7 +9,8 @@
    for --duration seconds, and print one line per described frame.
 4. Write OUT/summary.json (frames, regions, attribute accuracy per modality against the scenes' ground truth,
    latency p50/p95, drops, what the description cache served), OUT/annotated_*.png and, where the mcap packages
-   are installed, OUT/run.mcap.
+   are installed, OUT/run.mcap (every topic, and the regions' ground truth on /ground_truth: python -m tools.replay
+   scores a replay with it).
 
 Latency is the consumer's view: from the detector publishing a region array to its descriptions arriving.
 A demo tool, not a node: it imports training/ for the synthetic scenes and the scorer of training.metrics.
@@ -36,6 +37,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS, REGION_QOS, SENSOR_QOS
@@ -47,6 +49,7 @@ from runtime.threads import recorded_threads, tune_threads
 from tools.bench_transport import cpu_seconds
 from tools.demo_cache import cache_line, cache_summary
 from tools.fused_text import fused_region, fused_suffix, fused_summary, fused_table_lines
+from tools.ground_truth import GROUND_TRUTH_TOPIC, truth_message
 from tools.recording import McapRecorder
 from tools.shared_scene import LIDAR_TO_CAMERA, SharedScenes
 from tools.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
@@ -133,10 +136,12 @@ class DemoMonitor(Node):
         self.node_status: dict[str, str] = {}
         self.create_subscription(RegionDescriptionArray, "descriptions", self.on_descriptions, OUTPUT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, OUTPUT_QOS)
+        self.truth_pub = self.create_publisher(String, GROUND_TRUTH_TOPIC, REGION_QOS)  # recorded for replays
 
     def add_detection(self, detection: Detection) -> None:
         with self._lock:
             self.detections[(detection.sensor, detection.stamp_ns)] = detection
+        self.truth_pub.publish(truth_message(detection.stamp_ns, MODALITY[detection.sensor], detection.truths))
 
     def answered(self) -> tuple[int, int]:
         """(frames described, region arrays published) so far."""
@@ -206,7 +211,8 @@ def frame_line(sensor: str, record: dict) -> str:
 RECORDED = (("image", Image, SENSOR_QOS), ("camera_info", CameraInfo, SENSOR_QOS), ("points", PointCloud2, SENSOR_QOS),
             ("regions_2d", Region2DArray, REGION_QOS), ("regions_3d", Region3DArray, REGION_QOS),
             ("descriptions", RegionDescriptionArray, OUTPUT_QOS), ("markers", MarkerArray, OUTPUT_QOS),
-            ("annotated_image", Image, OUTPUT_QOS), ("/diagnostics", DiagnosticArray, OUTPUT_QOS))
+            ("annotated_image", Image, OUTPUT_QOS), ("/diagnostics", DiagnosticArray, OUTPUT_QOS),
+            (GROUND_TRUTH_TOPIC, String, REGION_QOS))  # what each region truly is (tools/ground_truth.py)
 
 # --- the run -----------------------------------------------------------------------------------------------
 

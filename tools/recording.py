@@ -35,6 +35,11 @@ def _nested_types(package: str, text: str) -> list[str]:
     return types
 
 
+def type_name(msg_type) -> str:
+    """A message class's ROS 2 type name as bags store it: sensor_msgs.msg.Image -> 'sensor_msgs/msg/Image'."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+
+
 def message_definition(type_name: str) -> str:
     """The ros2msg schema of e.g. 'sensor_msgs/msg/Image' as rosbag2 writes it: its .msg text, then each nested
     type's under a line of '=' and 'MSG: package/Name'."""
@@ -59,22 +64,26 @@ class McapRecorder:
         from mcap.writer import Writer  # optional: the demo runs without it
 
         self.path, self.messages = path, 0
+        self.counts: dict[str, int] = {}  # messages written per topic
         self._lock = threading.Lock()
         self._file = open(path, "wb")
         self._writer = Writer(self._file)
         self._writer.start(profile="ros2", library="regionblip_ros")
         for topic, msg_type, qos in topics:
-            type_name = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
-            schema = self._writer.register_schema(type_name, "ros2msg", message_definition(type_name).encode())
-            channel = self._writer.register_channel(node.resolve_topic_name(topic), "cdr", schema)
-            node.create_subscription(msg_type, topic, lambda data, c=channel: self._write(c, data), qos, raw=True)
+            name = type_name(msg_type)
+            schema = self._writer.register_schema(name, "ros2msg", message_definition(name).encode())
+            resolved = node.resolve_topic_name(topic)
+            channel = self._writer.register_channel(resolved, "cdr", schema)
+            node.create_subscription(msg_type, topic, lambda data, c=channel, t=resolved: self._write(c, t, data), qos,
+                                     raw=True)
 
-    def _write(self, channel: int, data: bytes) -> None:
+    def _write(self, channel: int, topic: str, data: bytes) -> None:
         now = time.time_ns()
         with self._lock:
             if self._writer is not None:
                 self._writer.add_message(channel, log_time=now, data=data, publish_time=now, sequence=self.messages)
                 self.messages += 1
+                self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self) -> None:
         with self._lock:
