@@ -248,3 +248,39 @@ def test_an_answer_on_a_neighbouring_frame_answers_the_nearest_array_within_the_
     assert tally.answers == [("image_region", 250.0, 0.0, 1)] and tally.unmatched == 1
     assert tally.texts == {(1_130_000_000, "b"): ("image_region", "text of b")}
     assert tally.by_region == {(1_100_000_000, "b"): ("image_region", "text of b")}  # the array's stamp, for truths
+
+
+def test_a_fusing_node_is_played_the_recorded_camera_info_and_fuses(tmp_path):
+    from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+    from mcap.reader import make_reader
+    from rclpy.serialization import deserialize_message
+    from regionblip_msgs.msg import Region3D, Region3DArray
+
+    from regionblip_ros.conversions import xyz_to_pointcloud2
+    from tools.shared_scene import LIDAR_TO_CAMERA, SharedScenes
+    from tools.sim_sensors import camera_info
+
+    scenes, stamp_ns = SharedScenes(), 1_000_000_000
+    camera, lidar = scenes.camera_scene(0, IMAGE_SIZE), scenes.lidar_scene(0, 1024)
+    header = Header(frame_id="lidar")
+    header.stamp.sec = 1
+    regions = [Region3D(id=f"l-{k}", center=Pose(position=Point(x=float(c[0]), y=float(c[1]), z=float(c[2])),
+                                                 orientation=Quaternion(z=float(np.sin(yaw / 2)), w=float(np.cos(yaw / 2)))),
+                        size=Vector3(x=float(s[0]), y=float(s[1]), z=float(s[2])))
+               for k, (c, s, yaw) in enumerate(zip(lidar.centers, lidar.sizes, lidar.yaws))]
+    bag = write_bag(tmp_path / "fused.mcap", [
+        ("/camera_info", stamp_ns, camera_info(camera.camera_matrix, camera.image.shape, header)),
+        ("/image", stamp_ns, numpy_to_image(camera.image, "rgb8", header=header)),
+        ("/points", stamp_ns, xyz_to_pointcloud2(lidar.points, header=header)),
+        ("/regions_3d", stamp_ns, Region3DArray(header=header, regions=regions))])
+    params = tmp_path / "fuse.yaml"
+    params.write_text("region_describer:\n  ros__parameters:\n    fuse_camera: true\n"
+                      f"    lidar_to_camera: {list(LIDAR_TO_CAMERA)}\n")
+    summary = run_replay(bag, tmp_path / "out.mcap", "--params", str(params), describer=DescriberDouble())
+    assert summary["topics"]["played"]["/camera_info"]["published"] == 1
+    assert summary["not_received_by_node"] == {}
+    with open(tmp_path / "out.mcap", "rb") as file:
+        (answer,) = [deserialize_message(message.data, RegionDescriptionArray) for _, channel, message
+                     in make_reader(file).iter_messages(topics=["/descriptions"])]
+    assert [d.id for d in answer.descriptions] == [r.id for r in regions]
+    assert all(d.camera_text and d.region_2d.width > 0 for d in answer.descriptions)

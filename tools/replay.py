@@ -146,17 +146,18 @@ class Player:
             if self.factor is None and msg.regions:  # until answered, turned down, or answered unrecognisably
                 wait_for(lambda: sent.answered.is_set() or unanswerable(self.node) > turned_down
                          or processed < self.processed() <= self.tally.answered(), ANSWER_TIMEOUT_S)
-        elif channel.type_name in FRAME_MODALITY:
-            before = sum(self.node.stats.counts().values())
-            publisher.publish(data)
-            self.tally.frame(FRAME_MODALITY[channel.type_name])
-            if self.factor is None:
-                self._received(channel, lambda: sum(self.node.stats.counts().values()) > before)
-        else:  # /clock
+        elif channel.type_name == CLOCK_TYPE:
             publisher.publish(data)
             if self.factor is None:
                 tick = stamp_to_ns(deserialize_message(data, self.classes[CLOCK_TYPE]).clock)
                 self._received(channel, lambda: self.node.get_clock().now().nanoseconds == tick)
+        else:  # a frame, or what the node reads beside frames (camera_info, for fusion)
+            before = sum(self.node.stats.counts().values())
+            publisher.publish(data)
+            if channel.type_name in FRAME_MODALITY:
+                self.tally.frame(FRAME_MODALITY[channel.type_name])
+            if self.factor is None:
+                self._received(channel, lambda: sum(self.node.stats.counts().values()) > before)
 
     def processed(self) -> int:
         return sum(self.node.worker.processed().values())
