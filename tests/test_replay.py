@@ -264,9 +264,9 @@ def test_a_fusing_node_is_played_the_recorded_camera_info_and_fuses(tmp_path):
     camera, lidar = scenes.camera_scene(0, IMAGE_SIZE), scenes.lidar_scene(0, 1024)
     header = Header(frame_id="lidar")
     header.stamp.sec = 1
-    regions = [Region3D(id=f"l-{k}", center=Pose(position=Point(x=float(c[0]), y=float(c[1]), z=float(c[2])),
-                                                 orientation=Quaternion(z=float(np.sin(yaw / 2)), w=float(np.cos(yaw / 2)))),
-                        size=Vector3(x=float(s[0]), y=float(s[1]), z=float(s[2])))
+    regions = [Region3D(id=f"l-{k}", size=Vector3(x=float(s[0]), y=float(s[1]), z=float(s[2])),
+                        center=Pose(position=Point(x=float(c[0]), y=float(c[1]), z=float(c[2])),
+                                    orientation=Quaternion(z=float(np.sin(yaw / 2)), w=float(np.cos(yaw / 2)))))
                for k, (c, s, yaw) in enumerate(zip(lidar.centers, lidar.sizes, lidar.yaws))]
     bag = write_bag(tmp_path / "fused.mcap", [
         ("/camera_info", stamp_ns, camera_info(camera.camera_matrix, camera.image.shape, header)),
