@@ -56,13 +56,14 @@ class SerializedDescriber:
         self._lock = threading.Lock()
         self.backend = str(getattr(describer, "backend", "unknown"))
 
-    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0):
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0, **prompts):
         with self._lock:
-            return self._describer.describe_image_regions(image, boxes_xyxy_px, min_region_px=min_region_px)
+            return self._describer.describe_image_regions(image, boxes_xyxy_px, min_region_px=min_region_px,
+                                                          **prompts)
 
-    def describe_point_regions(self, points, corners):
+    def describe_point_regions(self, points, corners, **prompts):
         with self._lock:
-            return self._describer.describe_point_regions(points, corners)
+            return self._describer.describe_point_regions(points, corners, **prompts)
 
     def cancel(self) -> None:
         """Cancel the call in progress and all later ones; not under the lock, which that call holds."""
@@ -93,6 +94,13 @@ def _call(describe, count: int, problems: list[Problem], *args, **kwargs):
             "check the runtime; this frame is skipped")))
         return None, elapsed_ms
     return described, elapsed_ms
+
+
+def _prompts(regions) -> dict:
+    """The describer's prompts argument: each region's text prompt (Region2D.prompt / Region3D.prompt, "" for none),
+    given only when a region has one, so that describers without prompts serve regions without them."""
+    prompts = [region.prompt for region in regions]
+    return {"prompts": prompts} if any(prompts) else {}
 
 
 def _described_rows(regions, described, unreadable: dict[int, str], kind: str, problems: list[Problem]) -> list[int]:
@@ -134,7 +142,7 @@ def describe_camera_frame(describer, image_msg: Image, regions: list[Region2D], 
     regions = _keep_at_most(regions, max_regions, IMAGE_REGION, result.problems)
     boxes, unreadable = region2d_to_xyxy(regions)
     described, inference_ms = _call(describer.describe_image_regions, len(regions), result.problems,
-                                    result.image, boxes, min_region_px=min_region_px)
+                                    result.image, boxes, min_region_px=min_region_px, **_prompts(regions))
     if described is None:
         result.failed = True
         return result
@@ -165,7 +173,7 @@ def describe_lidar_frame(describer, cloud_msg: PointCloud2, regions: list[Region
     regions = _keep_at_most(regions, max_regions, POINTCLOUD_REGION, result.problems)
     corners, unreadable = region3d_to_corners(regions)
     described, inference_ms = _call(describer.describe_point_regions, len(regions), result.problems,
-                                    points, corners)
+                                    points, corners, **_prompts(regions))
     if described is None:
         result.failed = True
         return result
