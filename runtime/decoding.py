@@ -1,17 +1,17 @@
 """Greedy and beam-search decoding over a KV-cached language-model step, in numpy.
 
-Every row starts from a soft prompt (R, Q, D) followed by BOS and, where the row has one, its text prompt's
-tokens (BLIP-2's layout: `Question: ... Answer:` after the query embeddings), and stops at the stop token
-("\n"), which only generated tokens are checked for. Rows whose text prompts differ in length are
-left-padded between the soft prompt and BOS, and the step is told each row's padded positions, which
-no token attends and which take no position; a row then decodes exactly as it would alone. Choices follow transformers' generate: min_new_tokens forbids the stop token until that
-many tokens exist. Beam search is transformers 4.28's, which released RegionBLIP decoded with:
-it ranks hypotheses by sum of log-probs / length (length_penalty 1), the length counting the BOS
-that 4.28 starts from and not the stop token (transformers 5 counts new tokens only, and ranks
-differently); training/generation.py's beam_search is the same. A text prompt does not count either:
-BLIP-2 under 4.28 embedded it into inputs_embeds, and generate's input ids were that one BOS alone. A description's score is the mean
-log-prob, under the model's unmodified distribution, of its tokens up to and including the stop
-token: the same score the torch reference reports.
+Every row starts from a soft prompt (R, Q, D) followed by BOS and, where the row has one, its text prompt's tokens
+(BLIP-2's layout: `Question: ... Answer:` after the query embeddings), and stops at the stop token ("\n"), which
+only generated tokens are checked for. Rows whose text prompts differ in length are left-padded between the soft
+prompt and BOS, and the step is told each row's padded positions, which no token attends and which take no position;
+a row then decodes exactly as it would alone. Choices follow transformers' generate: min_new_tokens forbids the stop
+token until that many tokens exist. Beam search is transformers 4.28's, which released RegionBLIP decoded with: it
+ranks hypotheses by sum of log-probs / length (length_penalty 1), the length counting the BOS that 4.28 starts from
+and not the stop token (transformers 5 counts new tokens only, and ranks differently); training/generation.py's
+beam_search is the same. A text prompt does not count either: BLIP-2 under 4.28 embedded it into inputs_embeds, and
+generate's input ids were that one BOS alone. A description's score is the mean log-prob, under the model's
+unmodified distribution, of its tokens up to and including the stop token: the same score the torch reference
+reports.
 
 A step answers with each row's few best next tokens, not the whole vocabulary: greedy takes the best,
 beam search each beam's best 2 x num_beams, which hold the best 2 x num_beams of all its row's
@@ -30,14 +30,14 @@ from contract.generation import GenerationSettings
 class LanguageModelStep(Protocol):
     """One forward pass of the LLM with a KV cache, answering with the best next tokens.
 
-    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T). `padding`
-    (B, 2) int64, given to every call of a decode whose rows were padded (and to none otherwise), holds each
-    row's padded positions [start, end) (export/llm.py): the same for a whole decode, and the same for all
-    beams of a row, so beam search's reorders never change it. The next tokens are ranked by the last position's log_softmax plus log_prob_bias (V,) (0, or -inf
-    for a token decoding forbids), best first, equal values lower id first. top_tokens returns at
-    least k of them per row, (their unbiased log-probs (B, C), their ids (B, C)) with C >= k (or
-    the whole vocabulary when it is smaller), and the grown cache. `past` is None on the first
-    call; `reorder(past, rows)` selects cache rows for beam search.
+    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T). `padding` (B, 2)
+    int64, given to every call of a decode whose rows were padded (and to none otherwise), holds each row's padded
+    positions [start, end) (export/llm.py): the same for a whole decode, and the same for all beams of a row, so
+    beam search's reorders never change it. The next tokens are ranked by the last position's log_softmax plus
+    log_prob_bias (V,) (0, or -inf for a token decoding forbids), best first, equal values lower id first.
+    top_tokens returns at least k of them per row, (their unbiased log-probs (B, C), their ids (B, C)) with C >= k
+    (or the whole vocabulary when it is smaller), and the grown cache. `past` is None on the first call;
+    `reorder(past, rows)` selects cache rows for beam search.
     """
 
     vocab_size: int

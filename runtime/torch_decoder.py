@@ -2,13 +2,13 @@
 
 transformers' generate grows its DynamicCache by concatenation: every step allocates, and the kernels it runs depend
 on the length, so there is nothing to capture. Here a call's cache is preallocated for its maximum length (soft
-prompt + BOS + max_new_tokens); a step writes its keys and values at the current position and attends over the whole
-buffer under a mask, so every decode step runs the same kernels on the same addresses. On CUDA that step is captured
-once per (adapter, rows, length, k) and replayed: per step only the chosen token ids go in and the few best tokens
-come out. Rows whose text prompts differ in length are left-padded (runtime/decoding.py): the cache holds each row's
-padded slots, set once at the prefill, and every step masks them and counts positions past them, as OPT does with an
-attention mask (position = cumsum(mask) - 1). runtime/decoding.py drives it through the LanguageModelStep protocol, the loop the bundle backends use,
-beam search included.
+prompt, BOS, any text prompt, max_new_tokens); a step writes its keys and values at the current position and attends
+over the whole buffer under a mask, so every decode step runs the same kernels on the same addresses. On CUDA that
+step is captured once per (adapter, rows, length, k) and replayed: per step only the chosen token ids go in and the
+few best tokens come out. Rows whose text prompts differ in length are left-padded (runtime/decoding.py): the cache
+holds each row's padded slots, set once at the prefill, and every step masks them and counts positions past them, as
+OPT does with an attention mask (position = cumsum(mask) - 1). runtime/decoding.py drives it through the
+LanguageModelStep protocol, the loop the bundle backends use, beam search included.
 
 The layers are the model's own OPT submodules (peft's LoRA Linears included, with the adapter that is active at
 capture), called in OPT's order: the query scaled before the product, learned positions offset by 2, LayerNorm before
