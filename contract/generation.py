@@ -10,6 +10,16 @@ DEFAULT_MAX_NEW_TOKENS = 30
 DEFAULT_MIN_NEW_TOKENS = 0
 DEFAULT_NUM_BEAMS = 1
 
+# A region's text prompt (Region2D.prompt), placed after the soft prompt and BOS as BLIP-2 places one: at most this
+# many tokens. It bounds the llm graph's TensorRT profile (export/trt_profiles.py) and so the prompts a bundle takes.
+MAX_PROMPT_TOKENS = 32
+
+
+def prompt_token_limit(num_query_tokens: int, max_positions: int, max_new_tokens: int) -> int:
+    """The most tokens a text prompt may have: MAX_PROMPT_TOKENS, or fewer where the soft prompt, BOS, the prompt
+    and the new tokens would not fit the model's positions."""
+    return max(0, min(MAX_PROMPT_TOKENS, max_positions - num_query_tokens - 1 - max_new_tokens))
+
 
 @dataclass(frozen=True)
 class Decoding:

@@ -4,7 +4,7 @@ vision          pixel_values (B, 3, S, S)                            -> image_fe
 point_encoder   points (B, N, 3)                                     -> point_features (B, 1 + G, W)
 qformer_<m>     features (F, L, W) [, boxes (R, k), frame_index (R,)] -> soft_prompt (R, Q, D)
                 [, points (F, N, 3): point regions with point_region_crop]
-llm             prefix_embeds, input_ids, log_prob_bias (V,) [, adapter_ids], past_*
+llm             prefix_embeds, input_ids, log_prob_bias (V,), padding (B, 2) [, adapter_ids], past_*
                                                                      -> logits (B, V), top_log_probs (B, K),
                                                                         top_ids (B, K), present_*
 
@@ -81,9 +81,9 @@ class LanguageModel(nn.Module):
         self.opt = ExportableOPT(model.language_model, adapters, stacked)
         self.stacked = self.opt.stacked
 
-    def forward(self, prefix_embeds, input_ids, log_prob_bias, *rest):
+    def forward(self, prefix_embeds, input_ids, log_prob_bias, padding, *rest):
         adapter_ids, past = (rest[0], rest[1:]) if self.stacked else (None, rest)
-        logits, present = self.opt(prefix_embeds, input_ids, list(past), adapter_ids)
+        logits, present = self.opt(prefix_embeds, input_ids, list(past), adapter_ids, padding)
         top_log_probs, top_ids = top_tokens(logits, log_prob_bias)
         return (logits, top_log_probs, top_ids, *present)
 
@@ -182,9 +182,11 @@ def _llm_graph(model: RegionBLIP, modalities: list[str]) -> Graph:
     module = LanguageModel(model, adapters, stacked=len(modalities) > 1)
     inputs = [TensorSpec("prefix_embeds", ("batch", "prefix", config.word_embed_proj_dim), "float32"),
               TensorSpec("input_ids", ("batch", "tokens"), "int64"),
-              TensorSpec("log_prob_bias", (config.vocab_size,), "float32")]
-    example = [torch.randn(2, 3, config.word_embed_proj_dim), torch.tensor([[2, 5], [2, 6]]),
-               torch.zeros(config.vocab_size)]
+              TensorSpec("log_prob_bias", (config.vocab_size,), "float32"),
+              TensorSpec("padding", ("batch", 2), "int64")]
+    # Row 1's text is one token shorter than row 0's: a pad at slot 7, after the past (4) and the soft prompt (3).
+    example = [torch.randn(2, 3, config.word_embed_proj_dim), torch.tensor([[2, 5], [1, 2]]),
+               torch.zeros(config.vocab_size), torch.tensor([[7, 7], [7, 8]])]
     if module.stacked:
         inputs.append(TensorSpec("adapter_ids", ("batch",), "int64"))
         example.append(torch.tensor([0, len(module.opt.adapters)]))

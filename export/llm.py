@@ -6,8 +6,16 @@ the cache as plain tensors: past_key_i / past_value_i (B, H, S, hd) in, present_
 out. One graph serves prefill (S = 0) and decode, so the weights are stored and loaded once.
 
 Inputs: prefix_embeds (B, P, D) placed before the embeddings of input_ids (B, T) (prefill: the soft
-prompt and BOS; decode: P = 0 and the last token), optional adapter_ids (B,). Output: the logits of
-the last position (B, V): generation never needs the others.
+prompt, then BOS and the row's text prompt; decode: P = 0 and the last token), optional adapter_ids (B,),
+optional padding (B, 2). Output: the logits of the last position (B, V): generation never needs the others.
+
+padding: rows whose text prompts differ in length decode in one batch with the shorter ones left-padded
+(pads between the soft prompt and BOS, as BLIP-2's processor pads). Each row's padded cache positions are
+[padding[b, 0], padding[b, 1]): transformers' attention_mask is 0 there and 1 elsewhere, and the graph
+does what OPT does with such a mask: padded keys are never attended, and a token's position is
+cumsum(mask) - 1 (OPTLearnedPositionalEmbedding). The range is given rather than the mask because it is
+constant for a whole decode, so a device keeps it from the prefill on, and beam search's reorders never
+move it (a row's beams share their region's padding). An empty range (start == end) is no padding.
 
 The decoder needs only the likeliest few next tokens, so the graph ranks them itself (top_tokens, called by
 export/graphs.py's LanguageModel):
@@ -81,38 +89,44 @@ class ExportableOPT(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*hd) -> (B, H, T, hd)
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def _attention(self, parts, hidden, past_key, past_value, adapter_ids):
+    def _attention(self, parts, hidden, past_key, past_value, adapter_ids, visible):
         query = self._heads(self._project(parts.q_proj, hidden, adapter_ids)) * self.head_dim**-0.5
         key = torch.cat([past_key, self._heads(parts.k_proj(hidden))], dim=2)  # (B, H, S + T, hd)
         value = torch.cat([past_value, self._heads(self._project(parts.v_proj, hidden, adapter_ids))], dim=2)
-        new, total = hidden.shape[1], key.shape[2]
-        # New token i sits at position total - new + i and sees every position up to its own.
-        visible = torch.arange(total, device=key.device)[None, :] <= (
-            torch.arange(new, device=key.device) + (total - new))[:, None]  # (T, S + T)
         scores = (query @ key.transpose(-1, -2)).masked_fill(~visible, torch.finfo(query.dtype).min)
         attended = scores.softmax(-1) @ value  # (B, H, T, hd)
         return parts.out_proj(attended.transpose(1, 2).flatten(2)), key, value
 
-    def _block(self, parts, hidden, past_key, past_value, adapter_ids):
+    def _block(self, parts, hidden, past_key, past_value, adapter_ids, visible):
         hidden, (key, value) = opt_layer(
-            hidden, lambda x: self._attention(parts, x, past_key, past_value, adapter_ids), parts.attention_norm,
-            parts.ffn_norm, parts.fc1, parts.fc2, self.activation, self.layer_norm_before)
+            hidden, lambda x: self._attention(parts, x, past_key, past_value, adapter_ids, visible),
+            parts.attention_norm, parts.ffn_norm, parts.fc1, parts.fc2, self.activation, self.layer_norm_before)
         return hidden, key, value
 
     def forward(self, prefix_embeds: torch.Tensor, input_ids: torch.Tensor, past: list[torch.Tensor],
-                adapter_ids: torch.Tensor | None = None):
-        """past: [key_0, value_0, key_1, ...]; returns (last logits (B, V), [present key_0, value_0, ...])."""
+                adapter_ids: torch.Tensor | None = None, padding: torch.Tensor | None = None):
+        """past: [key_0, value_0, key_1, ...]; padding (B, 2) or None (see the module's doc); returns (last logits
+        (B, V), [present key_0, value_0, ...])."""
         embeds = torch.cat([prefix_embeds, self._embed(input_ids)], dim=1)  # (B, P + T, D)
         past_length, new = past[0].shape[2], embeds.shape[1]
-        positions = torch.arange(new, device=embeds.device) + past_length
+        slots = torch.arange(past_length + new, device=embeds.device)  # (S + T,) every cache position
+        # New token i sits at slot S + i and sees every slot up to its own.
+        visible = slots[None, :] <= slots[past_length:, None]  # (T, S + T)
+        if padding is None:
+            positions = slots[None, past_length:]  # (1, T)
+        else:
+            mask = (slots < padding[:, :1]) | (slots >= padding[:, 1:])  # (B, S + T): transformers' attention_mask
+            positions = (mask.long().cumsum(-1) * mask - 1)[:, past_length:]  # (B, T), as OPT computes them
+            visible = visible & mask[:, None, None, :]  # (B, 1, T, S + T)
         # OPT's learned positions are offset by 2 (OPTLearnedPositionalEmbedding).
-        hidden = F.embedding(positions + 2, self.embed_positions.weight)[None]
+        hidden = F.embedding(positions + 2, self.embed_positions.weight)  # (B | 1, T, D)
         if self.project_in is not None:
             embeds = self.project_in(embeds)
         hidden = embeds + hidden
         present = []
         for index, parts in enumerate(self.layers):
-            hidden, key, value = self._block(parts, hidden, past[2 * index], past[2 * index + 1], adapter_ids)
+            hidden, key, value = self._block(parts, hidden, past[2 * index], past[2 * index + 1], adapter_ids,
+                                             visible)
             present += [key, value]
         last = hidden[:, -1]  # (B, D)
         if self.final_layer_norm is not None:

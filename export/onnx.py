@@ -33,13 +33,14 @@ from export.checkpoint import CheckpointWeights
 from export.external_data import attach_weights, graph_files
 from export.graphs import Graph, build_graph, graph_names, llm_adapters, weight_prefixes
 from export.quantize import BITS, PRECISIONS, QUANTIZED_GRAPHS, reduce_precision
+from export.trt_profiles import random_padding
 from export.vision_resize import set_image_size
 from training.modeling_regionblip import RegionBLIP
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
 # Sizes of the dynamic axes for the parity check: all differ from the tracing examples.
-CHECK_SIZES = {"batch": 3, "frames": 2, "regions": 5, "prefix": 4, "tokens": 1, "past": 6}
+CHECK_SIZES = {"batch": 3, "frames": 2, "regions": 5, "prefix": 4, "tokens": 3, "past": 6}
 
 
 def integer_at_least(minimum: int):
@@ -101,6 +102,9 @@ def check_inputs(graph: Graph, vocab_size: int, generator: torch.Generator) -> l
             tensors.append(torch.randint(0, sizes["frames"], shape, generator=generator))
         elif spec.name == "adapter_ids":
             tensors.append(torch.randint(0, len(graph.module.opt.adapters) + 1, shape, generator=generator))
+        elif spec.name == "padding":
+            tensors.append(torch.from_numpy(random_padding(shape[0], sizes["past"] + sizes["prefix"] + sizes["tokens"],
+                                                           np.random.default_rng(int(generator.initial_seed())))))
         elif spec.name == "boxes":
             corners = torch.rand(shape, generator=generator)
             tensors.append(torch.cat([corners[:, :2] * 0.5, 0.5 + corners[:, 2:] * 0.5], 1)

@@ -7,9 +7,12 @@ Every dynamic axis of every graph input gets a (min, opt, max) size:
   llm batch       1 .. max(--max-batch, --max-regions) x num_beams rows (beams decode as rows);
                   opt 4 x num_beams
   prefix          0 .. num_query_tokens: the soft prompt in prefill, 0 in every decode step
-  tokens          1 .. 1: the describer feeds BOS in prefill and one token per decode step
+  tokens          1 .. 1 + prompt tokens: BOS and the longest text prompt of the call (left-padded) in
+                  prefill, one token per decode step; opt 1. Prompt tokens: contract/generation.py's
+                  prompt_token_limit (MAX_PROMPT_TOKENS where the model's positions allow), 0 for an llm
+                  graph without the padding input (exported before prompts: it takes none)
   past            0 .. max_sequence - 1: empty in prefill, the cache so far in decode;
-                  max_sequence = num_query_tokens + 1 (BOS) + max_new_tokens; opt mid-decode
+                  max_sequence = num_query_tokens + 1 (BOS) + prompt tokens + max_new_tokens; opt mid-decode
   num_points      object_num_points .. scene_num_points (preprocess resamples to exactly these); opt scene
   image_tokens    (image_size / patch_size)^2 + 1; the model fixes it
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.generation import prompt_token_limit
 from contract.manifest import Manifest
 
 OPT_REGIONS = 4  # regions a detector typically sends per frame
@@ -52,8 +56,17 @@ class Profile:
         return self.shapes
 
 
+def prompt_tokens(manifest: Manifest, limits: Limits) -> int:
+    """The most text-prompt tokens the llm profile takes: none for a graph that cannot pad prompts."""
+    if "padding" not in manifest.graphs["llm"].input_names:
+        return 0
+    model = manifest.model
+    return prompt_token_limit(model["num_query_tokens"], model["text"]["max_position_embeddings"],
+                              limits.max_new_tokens or manifest.generation.max_new_tokens)
+
+
 def max_sequence(manifest: Manifest, limits: Limits) -> int:
-    """Soft prompt + BOS + new tokens: the longest sequence the llm graph sees."""
+    """Soft prompt + BOS + text prompt + new tokens: the longest sequence the llm graph sees."""
     model = manifest.model
     new_tokens = limits.max_new_tokens or manifest.generation.max_new_tokens
     longest = model["num_query_tokens"] + 1 + new_tokens
@@ -61,7 +74,7 @@ def max_sequence(manifest: Manifest, limits: Limits) -> int:
     if longest > positions:
         raise ValueError(f"num_query_tokens + 1 + max_new_tokens = {longest} exceeds the model's "
                          f"{positions} positions: lower --max-new-tokens")
-    return longest
+    return longest + prompt_tokens(manifest, limits)
 
 
 def axis_ranges(manifest: Manifest, graph: str, limits: Limits) -> dict[str, tuple[int, int, int]]:
@@ -77,7 +90,8 @@ def axis_ranges(manifest: Manifest, graph: str, limits: Limits) -> dict[str, tup
         beams = limits.num_beams or manifest.generation.num_beams
         rows = max(limits.max_batch, limits.max_regions) * beams
         longest = max_sequence(manifest, limits)
-        ranges.update(batch=(1, min(OPT_REGIONS * beams, rows), rows), prefix=(0, 0, queries), tokens=(1, 1, 1),
+        ranges.update(batch=(1, min(OPT_REGIONS * beams, rows), rows), prefix=(0, 0, queries),
+                      tokens=(1, 1, 1 + prompt_tokens(manifest, limits)),
                       past=(0, queries + 1 + (longest - queries - 1) // 2, longest - 1))
     return ranges
 
@@ -102,7 +116,7 @@ def _checks(graph: str, axes: dict) -> list[dict[str, int]]:
     if graph != "llm":
         return [opt, top]
     prefill = {**top, "prefix": axes["prefix"][2], "past": 0}
-    decode = {**top, "prefix": 0}
+    decode = {**top, "prefix": 0, "tokens": 1}
     return [opt, prefill, decode]
 
 
@@ -124,6 +138,8 @@ def random_feeds(manifest: Manifest, graph: str, sizes: dict[str, int], rng: np.
             value = rng.integers(0, sizes["frames"], shape)
         elif name == "adapter_ids":
             value = rng.integers(0, len(manifest.llm.adapters) + 1, shape)
+        elif name == "padding":
+            value = random_padding(shape[0], sizes["past"] + sizes["prefix"] + sizes["tokens"], rng)
         elif name == "boxes" and shape[1] == 4:
             corners = rng.random(shape)
             value = np.concatenate([corners[:, :2] * 0.5, 0.5 + corners[:, 2:] * 0.5], 1)
@@ -131,3 +147,11 @@ def random_feeds(manifest: Manifest, graph: str, sizes: dict[str, int], rng: np.
             value = rng.standard_normal(shape)
         feeds[name] = value.astype(spec.dtype)
     return feeds
+
+
+def random_padding(rows: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A valid random llm `padding` input (rows, 2) for a sequence of `length` cache positions: each row's padded
+    range [start, end) ends before the last position, which therefore always has a key to attend."""
+    start = rng.integers(0, length, rows)
+    end = start + rng.integers(0, length - start)
+    return np.stack([start, end], axis=1).astype(np.int64)

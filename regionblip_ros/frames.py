@@ -64,13 +64,14 @@ class SerializedDescriber:
         self._lock = threading.Lock()
         self.backend = str(getattr(describer, "backend", "unknown"))
 
-    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0):
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0, **prompts):
         with self._lock:
-            return self._describer.describe_image_regions(image, boxes_xyxy_px, min_region_px=min_region_px)
+            return self._describer.describe_image_regions(image, boxes_xyxy_px, min_region_px=min_region_px,
+                                                          **prompts)
 
-    def describe_point_regions(self, points, corners):
+    def describe_point_regions(self, points, corners, **prompts):
         with self._lock:
-            return self._describer.describe_point_regions(points, corners)
+            return self._describer.describe_point_regions(points, corners, **prompts)
 
     def cancel(self) -> None:
         """Cancel the call in progress and all later ones; not under the lock, which that call holds."""
@@ -103,6 +104,13 @@ def _call(describe, count: int, problems: list[Problem], *args, **kwargs):
     return described, elapsed_ms
 
 
+def prompt_options(regions) -> dict:
+    """The describer's prompts argument: each region's text prompt (Region2D.prompt / Region3D.prompt, "" for none),
+    given only when a region has one, so that describers without prompts serve regions without them."""
+    prompts = [region.prompt for region in regions]
+    return {"prompts": prompts} if any(prompts) else {}
+
+
 @dataclass(frozen=True)
 class Published:
     """One region of the message: its row in the (kept) input and what it says."""
@@ -131,7 +139,8 @@ def _describe(describe, frame, header, regions, boxes: np.ndarray, unreadable: d
             fresh.append(row)
     inference_ms = 0.0
     if fresh:
-        described, inference_ms = _call(describe, len(fresh), problems, frame, boxes[fresh], **options)
+        described, inference_ms = _call(describe, len(fresh), problems, frame, boxes[fresh], **options,
+                                        **prompt_options([regions[row] for row in fresh]))
         if described is None:
             return None, inference_ms
         for row, description in zip(fresh, described):

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from contract.boxes import quaternion_to_matrix
 from regionblip_ros.conversions import image_to_numpy
-from regionblip_ros.frames import DESCRIBER, IMAGE, Problem
+from regionblip_ros.frames import DESCRIBER, IMAGE, Problem, prompt_options
 from regionblip_ros.projection import PinholeCamera, box_vertices, pinhole_camera, project_boxes, rigid_transform
 
 # Problem kinds (the node's bad-input counters).
@@ -134,7 +134,9 @@ class CameraFusion:
             return problems
         start = time.perf_counter()
         try:
-            described = describer.describe_image_regions(image, boxes[rows], min_region_px=self.min_region_px)
+            # a LiDAR region's prompt asks the camera too (e.g. its colour, which only the camera sees)
+            described = describer.describe_image_regions(image, boxes[rows], min_region_px=self.min_region_px,
+                                                         **prompt_options([items[row].region_3d for row in rows]))
         except ValueError as error:
             return problems + [Problem(DESCRIBER, f"the describer refused the image for fusion: {error}")]
         descriptions.inference_ms += (time.perf_counter() - start) * 1e3

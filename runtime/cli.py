@@ -4,6 +4,7 @@
     python -m runtime.cli --bundle B --points scene.npy --box3d 1.0,0.5,0.4,0.6,0.6,0.8[,yaw] [...]
     python -m runtime.cli --bundle B --points object.npy          (the whole object)
     python -m runtime.cli --bundle B --image img.png              (the whole image)
+    python -m runtime.cli --bundle B --image img.png --box ... --prompt "Question: what colour is it? Answer:"
     python -m runtime.cli --bundle B --verify                     (hash every file of the bundle, then exit)
     python -m runtime.cli --bundle B --tune-threads               (measure the fastest thread count, keep it)
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from contract.boxes import box_corners, yaw_to_matrix
 from contract.cli import OneLineParser
+from contract.generation import MAX_PROMPT_TOKENS
 from runtime.bundle import FULL, QUICK, load_bundle
 from runtime.describer import BACKENDS, Describer
 from runtime.threads import THREADS_NAME, tune_threads
@@ -110,17 +112,20 @@ def describe(args) -> list[str]:
                                       verify=FULL if args.verify else QUICK)
     describer.configure(**{k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
                            if v is not None})
+    describer.encode_prompt(args.prompt)  # a prompt too long for every region is a bad argument, said at once
+    regions = len(args.box or args.box3d) or 1
+    prompts = [args.prompt] * regions if args.prompt else None
     if image is not None:
         if args.box:
-            results = describer.describe_image_regions(image, args.box)
+            results = describer.describe_image_regions(image, args.box, prompts=prompts)
             labels = [f"box {i} [{_label(b)}]" for i, b in enumerate(args.box)]
         else:
-            results, labels = describer.describe_images([image]), ["image"]
+            results, labels = describer.describe_images([image], prompts=prompts), ["image"]
     elif args.box3d:
-        results = describer.describe_point_regions(points, boxes_3d(args.box3d))
+        results = describer.describe_point_regions(points, boxes_3d(args.box3d), prompts=prompts)
         labels = [f"box3d {i} [{_label(b)}]" for i, b in enumerate(args.box3d)]
     else:
-        results, labels = describer.describe_point_objects([points]), ["object"]
+        results, labels = describer.describe_point_objects([points], prompts=prompts), ["object"]
     return [f"{label}: not described: {r.problem}" if r.problem else
             f"{label}: {r.text} (score {r.score:.2f}, {r.timings_ms['total']:.0f} ms)"
             for label, r in zip(labels, results)]
@@ -141,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--beams", type=positive_int, help="beam width (default: the bundle's)")
     parser.add_argument("--max-new-tokens", type=positive_int, help="default: the bundle's")
+    parser.add_argument("--prompt", default="",
+                        help="text prompt for every region (or the image or object), placed after the soft prompt as "
+                             "BLIP-2 places one, e.g. \"Question: what colour is it? Answer:\"; the description is "
+                             f"what follows it (at most {MAX_PROMPT_TOKENS} tokens; default: none)")
     parser.add_argument("--verify", action="store_true",
                         help="hash every file against the manifest (sha256) before describing; without an image or "
                              "points, only verify. Ordinary loads check sizes and times against the last full "
@@ -154,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.prompt and args.image is None and args.points is None:
+            raise ValueError("--prompt goes with --image or --points: it asks about what they show")
         if args.verify and args.image is None and args.points is None:
             files = len(load_bundle(args.bundle, verify=FULL).manifest.files)
             print(f"bundle {args.bundle}: all {files} files match their sha256 in the manifest")

@@ -1,13 +1,17 @@
 """Greedy and beam-search decoding over a KV-cached language-model step, in numpy.
 
-Every row starts from a soft prompt (R, Q, D) followed by BOS and stops at the stop token
-("\n"). Choices follow transformers' generate: min_new_tokens forbids the stop token until that
-many tokens exist. Beam search is transformers 4.28's, which released RegionBLIP decoded with:
-it ranks hypotheses by sum of log-probs / length (length_penalty 1), the length counting the BOS
-that 4.28 starts from and not the stop token (transformers 5 counts new tokens only, and ranks
-differently); training/generation.py's beam_search is the same. A description's score is the mean
-log-prob, under the model's unmodified distribution, of its tokens up to and including the stop
-token: the same score the torch reference reports.
+Every row starts from a soft prompt (R, Q, D) followed by BOS and, where the row has one, its text prompt's tokens
+(BLIP-2's layout: `Question: ... Answer:` after the query embeddings), and stops at the stop token ("\n"), which
+only generated tokens are checked for. Rows whose text prompts differ in length are left-padded between the soft
+prompt and BOS, and the step is told each row's padded positions, which no token attends and which take no position;
+a row then decodes exactly as it would alone. Choices follow transformers' generate: min_new_tokens forbids the stop
+token until that many tokens exist. Beam search is transformers 4.28's, which released RegionBLIP decoded with: it
+ranks hypotheses by sum of log-probs / length (length_penalty 1), the length counting the BOS that 4.28 starts from
+and not the stop token (transformers 5 counts new tokens only, and ranks differently); training/generation.py's
+beam_search is the same. A text prompt does not count either: BLIP-2 under 4.28 embedded it into inputs_embeds, and
+generate's input ids were that one BOS alone. A description's score is the mean log-prob, under the model's
+unmodified distribution, of its tokens up to and including the stop token: the same score the torch reference
+reports.
 
 A step answers with each row's few best next tokens, not the whole vocabulary: greedy takes the best,
 beam search each beam's best 2 x num_beams, which hold the best 2 x num_beams of all its row's
@@ -26,18 +30,20 @@ from contract.generation import GenerationSettings
 class LanguageModelStep(Protocol):
     """One forward pass of the LLM with a KV cache, answering with the best next tokens.
 
-    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T). The
-    next tokens are ranked by the last position's log_softmax plus log_prob_bias (V,) (0, or -inf
-    for a token decoding forbids), best first, equal values lower id first. top_tokens returns at
-    least k of them per row, (their unbiased log-probs (B, C), their ids (B, C)) with C >= k (or
-    the whole vocabulary when it is smaller), and the grown cache. `past` is None on the first
-    call; `reorder(past, rows)` selects cache rows for beam search.
+    prefix_embeds (B, P, D) (P may be 0) are placed before the embeddings of input_ids (B, T). `padding` (B, 2)
+    int64, given to every call of a decode whose rows were padded (and to none otherwise), holds each row's padded
+    positions [start, end) (export/llm.py): the same for a whole decode, and the same for all beams of a row, so
+    beam search's reorders never change it. The next tokens are ranked by the last position's log_softmax plus
+    log_prob_bias (V,) (0, or -inf for a token decoding forbids), best first, equal values lower id first.
+    top_tokens returns at least k of them per row, (their unbiased log-probs (B, C), their ids (B, C)) with C >= k
+    (or the whole vocabulary when it is smaller), and the grown cache. `past` is None on the first call;
+    `reorder(past, rows)` selects cache rows for beam search.
     """
 
     vocab_size: int
 
     def top_tokens(self, prefix_embeds: np.ndarray, input_ids: np.ndarray, past: Any, log_prob_bias: np.ndarray,
-                   k: int) -> tuple[np.ndarray, np.ndarray, Any]: ...
+                   k: int, padding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Any]: ...
 
     def reorder(self, past: Any, rows: np.ndarray) -> Any: ...
 
@@ -78,15 +84,34 @@ def rank_logits(logits: np.ndarray, log_prob_bias: np.ndarray, k: int) -> tuple[
     return np.take_along_axis(log_probs, top_ids, axis=-1), top_ids
 
 
+def text_inputs(prompt_ids, settings: GenerationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's text after its soft prompt, the rows left-padded to the longest: input_ids (R, T), pads then
+    BOS then the row's prompt tokens `prompt_ids[r]` (BOS not included), and the number of pads of each row (R,)."""
+    longest = max(map(len, prompt_ids), default=0)
+    input_ids = np.full((len(prompt_ids), 1 + longest), settings.pad_token_id, dtype=np.int64)
+    pads = np.array([longest - len(ids) for ids in prompt_ids], dtype=np.int64)
+    for row, ids in enumerate(prompt_ids):
+        input_ids[row, pads[row]] = settings.bos_token_id
+        input_ids[row, pads[row] + 1:] = ids
+    return input_ids, pads
+
+
 def decode(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings,
-           cancelled: Callable[[], bool] = never) -> list[Decoded]:
-    """Describe each row of prompt (R, Q, D); R may be 0. `cancelled` is asked before every LLM step; when it
-    says True, Cancelled is raised, so that a long job stops within one step."""
+           cancelled: Callable[[], bool] = never, prompt_ids=None) -> list[Decoded]:
+    """Describe each row of prompt (R, Q, D); R may be 0. `prompt_ids`: each row's text prompt tokens (a sequence
+    per row, empty for none; BOS not included), or None for none at all. `cancelled` is asked before every LLM
+    step; when it says True, Cancelled is raised, so that a long job stops within one step."""
     if len(prompt) == 0:
         return []
+    if prompt_ids is not None and len(prompt_ids) != len(prompt):
+        raise ValueError(f"{len(prompt_ids)} text prompts for {len(prompt)} soft prompts: give one per row")
+    input_ids, pads = text_inputs(prompt_ids if prompt_ids is not None else [()] * len(prompt), settings)
+    # Padded rows sit at [Q, Q + pads) of the cache; without pads the step is called as before prompts existed.
+    padding = np.stack([np.full_like(pads, prompt.shape[1]), prompt.shape[1] + pads], axis=1) if pads.any() else None
+    step = _Cancellable(step, cancelled)
     if settings.num_beams == 1:
-        return _greedy(_Cancellable(step, cancelled), prompt, settings)
-    return _beam_search(_Cancellable(step, cancelled), prompt, settings)
+        return _greedy(step, prompt, input_ids, padding, settings)
+    return _beam_search(step, prompt, input_ids, padding, settings)
 
 
 class _Cancellable:
@@ -96,10 +121,11 @@ class _Cancellable:
         self.step, self.cancelled = step, cancelled
         self.vocab_size = step.vocab_size
 
-    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k, padding=None):
         if self.cancelled():
             raise Cancelled("describing was cancelled between decode steps (the describer is shutting down)")
-        return self.step.top_tokens(prefix_embeds, input_ids, past, log_prob_bias, k)
+        padded = {} if padding is None else {"padding": padding}  # steps that never pad need not take it
+        return self.step.top_tokens(prefix_embeds, input_ids, past, log_prob_bias, k, **padded)
 
     def reorder(self, past, rows):
         return self.step.reorder(past, rows)
@@ -114,11 +140,11 @@ def _stop_bias(vocab_size: int, settings: GenerationSettings) -> Callable[[int],
     return lambda generated: forbidden if generated < settings.min_new_tokens else allowed
 
 
-def _greedy(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
+def _greedy(step: LanguageModelStep, prompt: np.ndarray, input_ids: np.ndarray, padding: np.ndarray | None,
+            settings: GenerationSettings) -> list[Decoded]:
     rows = len(prompt)
     bias = _stop_bias(step.vocab_size, settings)
-    input_ids = np.full((rows, 1), settings.bos_token_id, dtype=np.int64)
-    top_log_probs, top_ids, past = step.top_tokens(prompt, input_ids, None, bias(0), 1)
+    top_log_probs, top_ids, past = step.top_tokens(prompt, input_ids, None, bias(0), 1, padding)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     log_prob_sums = np.zeros(rows, dtype=np.float64)
     finished = np.zeros(rows, dtype=bool)
@@ -132,7 +158,8 @@ def _greedy(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSet
         if finished.all() or generated + 1 == settings.max_new_tokens:
             break
         choice[finished] = settings.pad_token_id
-        top_log_probs, top_ids, past = step.top_tokens(empty_prefix, choice[:, None], past, bias(generated + 1), 1)
+        top_log_probs, top_ids, past = step.top_tokens(empty_prefix, choice[:, None], past, bias(generated + 1), 1,
+                                                       padding)
     return [_decoded(row_tokens, total, settings) for row_tokens, total in zip(tokens, log_prob_sums)]
 
 
@@ -141,12 +168,15 @@ def _decoded(tokens: list[int], log_prob_sum: float, settings: GenerationSetting
     return Decoded(token_ids=kept, score=float(log_prob_sum / max(len(tokens), 1)))
 
 
-def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: GenerationSettings) -> list[Decoded]:
+def _beam_search(step: LanguageModelStep, prompt: np.ndarray, input_ids: np.ndarray, padding: np.ndarray | None,
+                 settings: GenerationSettings) -> list[Decoded]:
     rows, beams, vocab = len(prompt), settings.num_beams, step.vocab_size
     bias = _stop_bias(vocab, settings)
     prompt = np.repeat(prompt, beams, axis=0)  # (R*K, Q, D), row r's beams are contiguous
-    input_ids = np.full((rows * beams, 1), settings.bos_token_id, dtype=np.int64)
-    top_log_probs, top_ids, past = step.top_tokens(prompt, input_ids, None, bias(0), 2 * beams)
+    input_ids = np.repeat(input_ids, beams, axis=0)
+    # A reorder keeps each row's beams among its own (next_rows below), so their padding never moves.
+    padding = None if padding is None else np.repeat(padding, beams, axis=0)
+    top_log_probs, top_ids, past = step.top_tokens(prompt, input_ids, None, bias(0), 2 * beams, padding)
     # Only beam 0 is live at the start, so the first step picks K distinct tokens.
     beam_sums = np.tile(np.array([0.0] + [-np.inf] * (beams - 1)), (rows, 1))  # (R, K)
     beam_tokens = [[[] for _ in range(beams)] for _ in range(rows)]
@@ -195,7 +225,7 @@ def _beam_search(step: LanguageModelStep, prompt: np.ndarray, settings: Generati
         beam_sums, beam_tokens = next_sums, next_beam_tokens
         past = step.reorder(past, next_rows.reshape(-1))
         top_log_probs, top_ids, past = step.top_tokens(empty_prefix, next_tokens.reshape(-1, 1), past,
-                                                       bias(generated + 1), 2 * beams)
+                                                       bias(generated + 1), 2 * beams, padding)
     results = []
     for row in range(rows):
         if not done[row]:

@@ -1,7 +1,7 @@
 """Decoding whose KV cache stays in device memory (runtime/device_memory.py) from the prefill to the last token.
 
 DeviceKVCache preallocates, for each past/present tensor of the llm graph, two buffers for the longest
-cache the decode can reach (the soft prompt plus max_new_tokens: BOS and the tokens fed back). The
+cache the decode can reach (the soft prompt, BOS and the longest text prompt, and the tokens fed back). The
 graph reads the past from one at the current length and writes the grown present into the other, and
 the two swap: no allocation and no copy per step (the graph concatenates past and new, so it cannot
 write in place). Beam search's reorder gathers the cache's rows from one buffer into the other on the
@@ -11,12 +11,14 @@ DeviceLanguageModelStep is the LanguageModelStep (runtime/decoding.py) over that
 only the fed token ids (and, for beam search, the reorder's rows) go to the device, and only the graph's
 ranked tokens (top_log_probs and top_ids, (B, K) each) come back; inputs that rarely change
 (log_prob_bias, adapter_ids) are uploaded again only when they do (min_new_tokens lifting the stop
-token's ban: once per decode).
+token's ban: once per decode). The rows' padding (text prompts of different lengths) is constant for
+the whole decode and unchanged by beam reorders: uploaded with the prefill, never again.
 """
 import numpy as np
 
 from runtime.bundle import Bundle
 from runtime.device_memory import DeviceArray, DeviceMemory
+from runtime.prompts import cannot_pad, no_padding
 
 
 class KVCacheOverflow(ValueError):
@@ -67,7 +69,8 @@ class DeviceKVCache:
 class DeviceLanguageModelStep:
     """A LanguageModelStep over the bundle's llm graph run by `memory`, whose past is a DeviceKVCache.
 
-    `max_length`: the longest cache the decode reaches, the soft prompt's length plus max_new_tokens. The graph
+    `max_length`: the longest cache the decode reaches: the soft prompt, the text (BOS and the longest text prompt)
+    and max_new_tokens - 1 tokens fed back. The graph
     must rank tokens itself (top_ids, K per row); decoding that asks for more than K, or a bundle exported before
     the graph ranked, takes runtime/graph_engine.py's LanguageModelGraph instead.
     """
@@ -85,12 +88,14 @@ class DeviceLanguageModelStep:
         self.past_names = llm.past_names
         self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
         self.takes_bias = "log_prob_bias" in graph.input_names
+        self.takes_padding = "padding" in graph.input_names  # bundles exported before text prompts lack it
+        self.path = bundle.path
         # An fp16 engine's cache is fp16: the buffers hold what the graph declares.
         self.kv_dtype = memory.tensor_dtype("llm", self.past_names[0])
         self._held: dict[str, tuple[np.ndarray, DeviceArray]] = {}  # rarely changing inputs: host copy, device copy
         self._ranked: dict[str, DeviceArray] = {}  # top_log_probs and top_ids, allocated once per batch size
 
-    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k, padding=None):
         if k > self.top_k:
             raise ValueError(f"the llm graph ranks {self.top_k} tokens per row and {k} were asked for (beam search "
                              f"asks 2 x num_beams): use at most {self.top_k // 2} beams, or LanguageModelGraph")
@@ -103,6 +108,10 @@ class DeviceLanguageModelStep:
                   **dict(zip(self.past_names, cache.past()))}
         if self.takes_bias:
             inputs["log_prob_bias"] = self._held_input("log_prob_bias", log_prob_bias)
+        if self.takes_padding:
+            inputs["padding"] = self._held_input("padding", no_padding(rows) if padding is None else padding)
+        elif padding is not None:
+            raise ValueError(cannot_pad(self.path))
         if self.adapter_ids is not None:  # beam search repeats each prompt row, keeping its beams together
             inputs["adapter_ids"] = self._held_input("adapter_ids",
                                                      np.repeat(self.adapter_ids, rows // len(self.adapter_ids)))

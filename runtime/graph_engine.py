@@ -9,6 +9,9 @@ Decoding keeps the KV cache in the runner's device memory (runtime/device_kv.py)
 passes it to the runner as numpy feeds each step otherwise (as well as for any other runner, a bundle whose
 graph does not rank tokens, or more beams than it ranks for). Either
 way `transfers` counts the bytes that cross between host and runner per decode step.
+
+Text prompts (a region's `Question: ... Answer:`) need an llm graph with the `padding` input (export/llm.py);
+a bundle exported before it describes without prompts as before and refuses any prompt, saying so.
 """
 import time
 
@@ -20,6 +23,7 @@ from runtime.bundle import Bundle
 from runtime.decoding import Cancelled, Decoded, LanguageModelStep, decode, never, rank_logits
 from runtime.device_kv import DeviceLanguageModelStep
 from runtime.device_memory import NumpyMemory, Transfers
+from runtime.prompts import cannot_pad, no_padding
 
 
 class LanguageModelGraph:
@@ -43,17 +47,19 @@ class LanguageModelGraph:
         self.top_k = shapes["top_ids"][-1] if "top_ids" in shapes else 0
         self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
         self._no_bias = np.zeros(self.vocab_size, np.float32)  # what the logits call feeds a graph that ranks
+        self.path = bundle.path
+        self.takes_padding = "padding" in graph.input_names  # bundles exported before text prompts lack it
 
-    def __call__(self, prefix_embeds, input_ids, past):
-        feeds = self._feeds(prefix_embeds, input_ids, past, self._no_bias)
+    def __call__(self, prefix_embeds, input_ids, past, padding=None):
+        feeds = self._feeds(prefix_embeds, input_ids, past, self._no_bias, padding)
         logits, *present = self._run(feeds, ["logits", *self.present_names], decode=past is not None)
         return logits, present
 
-    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k):
+    def top_tokens(self, prefix_embeds, input_ids, past, log_prob_bias, k, padding=None):
         if k > self.top_k:  # a bundle from before the graph ranked tokens, or 2 x num_beams > its K: rank here
-            logits, present = self(prefix_embeds, input_ids, past)
+            logits, present = self(prefix_embeds, input_ids, past, padding)
             return (*rank_logits(logits, log_prob_bias, k), present)
-        feeds = self._feeds(prefix_embeds, input_ids, past, log_prob_bias)
+        feeds = self._feeds(prefix_embeds, input_ids, past, log_prob_bias, padding)
         top_log_probs, top_ids, *present = self._run(feeds, ["top_log_probs", "top_ids", *self.present_names],
                                                      decode=past is not None)
         return top_log_probs, top_ids, present
@@ -65,7 +71,7 @@ class LanguageModelGraph:
         self.transfers.end_call(decode)
         return results
 
-    def _feeds(self, prefix_embeds, input_ids, past, log_prob_bias) -> dict[str, np.ndarray]:
+    def _feeds(self, prefix_embeds, input_ids, past, log_prob_bias, padding) -> dict[str, np.ndarray]:
         rows = len(input_ids)
         if past is None:
             past = [np.zeros((rows, *self.past_shape), np.float32)] * len(self.past_names)
@@ -73,6 +79,10 @@ class LanguageModelGraph:
                  **dict(zip(self.past_names, past))}
         if self.takes_bias:
             feeds["log_prob_bias"] = log_prob_bias
+        if self.takes_padding:
+            feeds["padding"] = no_padding(rows) if padding is None else np.asarray(padding, np.int64)
+        elif padding is not None:
+            raise ValueError(cannot_pad(self.path))
         if self.adapter_ids is not None:  # beam search repeats each prompt row, keeping its beams together
             feeds["adapter_ids"] = np.repeat(self.adapter_ids, rows // len(self.adapter_ids))
         return feeds
@@ -103,9 +113,11 @@ class GraphEngine:
             return None
         return np.array([llm.adapter_ids[m] for m in modalities], dtype=np.int64)
 
-    def language_model(self, modality: str, prompt: np.ndarray, settings: GenerationSettings) -> LanguageModelStep:
-        """The step that decodes `prompt` (R, Q, D) under `settings`: one with its cache in device memory where
-        device_kv (or the runner) says so and the graph ranks enough tokens (greedy 1, beam search 2 x num_beams)."""
+    def language_model(self, modality: str, prompt: np.ndarray, settings: GenerationSettings,
+                       text_length: int = 1) -> LanguageModelStep:
+        """The step that decodes `prompt` (R, Q, D), followed by `text_length` text tokens (BOS and the longest text
+        prompt), under `settings`: one with its cache in device memory where device_kv (or the runner) says so and
+        the graph ranks enough tokens (greedy 1, beam search 2 x num_beams)."""
         adapter_ids = self.adapter_ids([modality] * len(prompt))
         host = LanguageModelGraph(self.runner, self.bundle, adapter_ids, self.transfers)
         wanted = 1 if settings.num_beams == 1 else 2 * settings.num_beams
@@ -115,7 +127,14 @@ class GraphEngine:
             on_device = ask is not None and ask(settings.num_beams)
         if not on_device or self.memory is None or wanted > host.top_k:
             return host
-        return DeviceLanguageModelStep(self.memory, self.bundle, adapter_ids, prompt.shape[1] + settings.max_new_tokens)
+        # The cache's longest: the soft prompt, the text, and every generated token fed back but the last.
+        max_length = prompt.shape[1] + text_length + settings.max_new_tokens - 1
+        return DeviceLanguageModelStep(self.memory, self.bundle, adapter_ids, max_length)
+
+    @property
+    def takes_prompts(self) -> bool:
+        """Whether the bundle's llm graph takes text prompts (its padding input)."""
+        return "padding" in self.bundle.graph("llm").input_names
 
     def features(self, modality: str, frames: np.ndarray) -> np.ndarray:
         if modality in POINT_MODALITIES:
@@ -135,9 +154,13 @@ class GraphEngine:
         return self.runner.run(graph, feeds)[0]
 
     def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
-                 frame_index=None, cancelled=never) -> tuple[list[Decoded], dict[str, float]]:
-        """Describe each region (or each frame): (decoded rows, stage timings in ms). Raises Cancelled between
-        graphs and decode steps once `cancelled()` is true."""
+                 frame_index=None, cancelled=never, prompt_ids=None) -> tuple[list[Decoded], dict[str, float]]:
+        """Describe each region (or each frame): (decoded rows, stage timings in ms). `prompt_ids`: each row's text
+        prompt tokens (BOS not included; empty for none), or None. Raises Cancelled between graphs and decode steps
+        once `cancelled()` is true."""
+        text_length = 1 + max(map(len, prompt_ids or ()), default=0)
+        if text_length > 1 and not self.takes_prompts:
+            raise ValueError(cannot_pad(self.bundle.path))
         timings, start = {}, time.perf_counter()
         features = self.features(modality, frames)
         timings["encode"] = 1e3 * (time.perf_counter() - start)
@@ -147,6 +170,7 @@ class GraphEngine:
         prompt = self.soft_prompt(modality, features, boxes, frame_index, frames)
         timings["qformer"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
-        decoded = decode(self.language_model(modality, prompt, settings), prompt, settings, cancelled)
+        step = self.language_model(modality, prompt, settings, text_length)
+        decoded = decode(step, prompt, settings, cancelled, prompt_ids)
         timings["decode"] = 1e3 * (time.perf_counter() - start)
         return decoded, timings

@@ -2,11 +2,13 @@
 
 transformers' generate grows its DynamicCache by concatenation: every step allocates, and the kernels it runs depend
 on the length, so there is nothing to capture. Here a call's cache is preallocated for its maximum length (soft
-prompt + BOS + max_new_tokens); a step writes its keys and values at the current position and attends over the whole
-buffer under a mask, so every decode step runs the same kernels on the same addresses. On CUDA that step is captured
-once per (adapter, rows, length, k) and replayed: per step only the chosen token ids go in and the few best tokens
-come out. runtime/decoding.py drives it through the LanguageModelStep protocol, the loop the bundle backends use,
-beam search included.
+prompt, BOS, any text prompt, max_new_tokens); a step writes its keys and values at the current position and attends
+over the whole buffer under a mask, so every decode step runs the same kernels on the same addresses. On CUDA that
+step is captured once per (adapter, rows, length, k) and replayed: per step only the chosen token ids go in and the
+few best tokens come out. Rows whose text prompts differ in length are left-padded (runtime/decoding.py): the cache
+holds each row's padded slots, set once at the prefill, and every step masks them and counts positions past them, as
+OPT does with an attention mask (position = cumsum(mask) - 1). runtime/decoding.py drives it through the
+LanguageModelStep protocol, the loop the bundle backends use, beam search included.
 
 The layers are the model's own OPT submodules (peft's LoRA Linears included, with the adapter that is active at
 capture), called in OPT's order: the query scaled before the product, learned positions offset by 2, LayerNorm before
@@ -38,6 +40,7 @@ class StaticCache:
         self.slots = torch.arange(max_length, device=device)
         self.input_ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.padding = torch.zeros((rows, 2), dtype=torch.long, device=device)  # each row's padded slots [start, end)
         self.bias = torch.zeros(vocab_size, dtype=torch.float32, device=device)
         self.graphs: dict = {}  # (adapter, k) -> (CUDAGraph, its output tensors)
         self.length = self.live_rows = 0
@@ -98,6 +101,7 @@ class StaticDecoder:
         # Masked positions must hold finite values: -inf times a stale inf or NaN would poison the softmax.
         cache.keys.zero_()
         cache.values.zero_()
+        cache.padding.zero_()
         cache.length, cache.live_rows = 0, rows
         return cache
 
@@ -113,11 +117,16 @@ class StaticDecoder:
     # ---- the model ----------------------------------------------------------------------------------------------
 
     def forward(self, cache: StaticCache, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """embeds (B, T, D) at positions (T,) -> the last position's logits (B, V); writes their keys and values."""
+        """embeds (B, T, D) at cache slots `positions` (T,) -> the last position's logits (B, V); writes their keys
+        and values."""
         decoder = self.decoder
+        slots = cache.slots
+        kept = (slots < cache.padding[:, :1]) | (slots >= cache.padding[:, 1:])  # (B, L): transformers' attention mask
+        position_ids = (kept.long().cumsum(-1) * kept - 1).index_select(1, positions)  # (B, T), as OPT counts them
         hidden = embeds if decoder.project_in is None else decoder.project_in(embeds)
-        hidden = hidden + F.embedding(positions + self.position_offset, decoder.embed_positions.weight)
-        mask = cache.slots[None] <= positions[:, None]  # (T, L): each new token sees the cache up to itself
+        hidden = hidden + F.embedding(position_ids + self.position_offset, decoder.embed_positions.weight)
+        # (B, 1, T, L): each new token sees the cache up to itself, padded slots excepted
+        mask = (slots[None] <= positions[:, None])[None, None] & kept[:, None, None]
         for index, layer in enumerate(decoder.layers):
             hidden = self._layer(layer, hidden, cache.keys[index], cache.values[index], positions, mask)
         if decoder.final_layer_norm is not None:
@@ -192,9 +201,11 @@ class StaticStep:
 
     @torch.no_grad()
     def top_tokens(self, prefix_embeds: np.ndarray, input_ids: np.ndarray, past, log_prob_bias: np.ndarray,
-                   k: int) -> tuple[np.ndarray, np.ndarray, StaticCache]:
+                   k: int, padding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, StaticCache]:
         decoder, rows = self.decoder, len(input_ids)
         cache = decoder.cache(rows, self.max_length) if past is None else past
+        if past is None and padding is not None:  # constant for the call, and beams share their row's: set once
+            cache.padding.copy_(torch.from_numpy(np.ascontiguousarray(padding, np.int64)[_padded_rows(rows, cache)]))
         if rows != cache.live_rows:
             raise ValueError(f"a step of {rows} rows on a cache of {cache.live_rows}: "
                              "every step of a call decodes the rows its first step started")
@@ -218,8 +229,8 @@ class StaticStep:
         return log_probs[:rows].cpu().numpy(), ids[:rows].cpu().numpy(), cache
 
     def _prefill(self, cache: StaticCache, prefix_embeds: np.ndarray, input_ids: np.ndarray) -> torch.Tensor:
-        decoder, rows = self.decoder, len(input_ids)
-        padding = np.r_[np.arange(rows), np.zeros(cache.rows - rows, np.int64)]  # padding rows repeat row 0
+        decoder = self.decoder
+        padding = _padded_rows(len(input_ids), cache)
         ids = torch.from_numpy(np.ascontiguousarray(input_ids[padding], np.int64)).to(decoder.device)
         embeds = decoder.decoder.embed_tokens(ids)  # (B, T, D)
         if prefix_embeds.shape[1]:
@@ -237,3 +248,8 @@ class StaticStep:
         past.keys.copy_(past.keys.index_select(1, index))
         past.values.copy_(past.values.index_select(1, index))
         return past
+
+
+def _padded_rows(rows: int, cache: StaticCache) -> np.ndarray:
+    """Which caller row each of the cache's rows holds: its own, and row 0 for the rows padding adds."""
+    return np.r_[np.arange(rows), np.zeros(cache.rows - rows, np.int64)]

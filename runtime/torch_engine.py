@@ -16,7 +16,7 @@ import numpy as np
 
 from contract.generation import GenerationSettings
 from contract.modalities import BY_NAME, POINT_MODALITIES, REGION_MODALITIES
-from runtime.decoding import Cancelled, Decoded, decode, never
+from runtime.decoding import Cancelled, Decoded, decode, never, text_inputs
 
 DECODERS = ("transformers", "static")
 
@@ -51,13 +51,18 @@ class TorchEngine:
         self._lock = threading.Lock()  # the static decoder's caches and graphs serve one call at a time
 
     def generate(self, modality: str, frames: np.ndarray, settings: GenerationSettings, boxes=None,
-                 frame_index=None, cancelled=never) -> tuple[list[Decoded], dict[str, float]]:
+                 frame_index=None, cancelled=never, prompt_ids=None) -> tuple[list[Decoded], dict[str, float]]:
         """As GraphEngine.generate: decoding stops at its next step once `cancelled()` is true."""
         inputs = self._inputs(modality, frames, boxes, frame_index)
         if self.static is not None:
             with self._lock:
-                return self._generate_static(modality, inputs, settings, cancelled)
+                return self._generate_static(modality, inputs, settings, cancelled, prompt_ids)
         start = time.perf_counter()
+        if prompt_ids is not None:  # BOS and each row's prompt, left-padded: what BLIP-2's generate takes
+            input_ids, pads = text_inputs(prompt_ids, settings)
+            inputs["input_ids"] = self.torch.from_numpy(input_ids).to(self.device)
+            mask = np.arange(input_ids.shape[1])[None, :] >= pads[:, None]
+            inputs["attention_mask"] = self.torch.from_numpy(mask.astype(np.int64)).to(self.device)
         generated = self.model.generate(modality, **inputs, num_beams=settings.num_beams,
                                         max_new_tokens=settings.max_new_tokens,
                                         min_new_tokens=settings.min_new_tokens, eos_token_id=settings.eos_token_id,
@@ -86,7 +91,7 @@ class TorchEngine:
             inputs["frame_index"] = torch.from_numpy(frame_index).to(self.device)
         return inputs
 
-    def _generate_static(self, modality, inputs, settings, cancelled):
+    def _generate_static(self, modality, inputs, settings, cancelled, prompt_ids):
         from training.modeling_inputs import check_boxes
 
         model, start = self.model, time.perf_counter()
@@ -98,8 +103,9 @@ class TorchEngine:
             prompt = prompt.float().cpu().numpy()  # (R, Q, D): decoding's loop takes numpy; once per call
             timings = {"soft_prompt": 1e3 * (time.perf_counter() - start)}
             start = time.perf_counter()
-            step = self.static.step(prompt.shape[1] + 1 + settings.max_new_tokens, BY_NAME[modality].adapter)
-            decoded = decode(step, prompt, settings, cancelled)
+            text_length = 1 + max(map(len, prompt_ids or ()), default=0)  # BOS and the longest text prompt
+            step = self.static.step(prompt.shape[1] + text_length + settings.max_new_tokens, BY_NAME[modality].adapter)
+            decoded = decode(step, prompt, settings, cancelled, prompt_ids)
         timings["decode"] = 1e3 * (time.perf_counter() - start)
         return decoded, timings
 

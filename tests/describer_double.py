@@ -1,7 +1,9 @@
 """A test double of runtime.Describer: deterministic text, the runtime's input checks, optional delay.
 
-Its descriptions say what it was given ("region 1 of 64x48 image", "object 0 among 500 points"), so a test can
-check that the node passed the right frame and regions. Boxes go through the runtime's own box check
+Its descriptions say what it was given ("region 1 of 64x48 image", "object 0 among 500 points", and a region's
+text prompt: "region 0 of 64x48 image, asked 'what colour?'"), so a test can check that the node passed the right
+frame, regions and prompts; `prompts` records each call's prompts argument. Prompts go through the runtime's own
+check (runtime.prompts.check_prompts). Boxes go through the runtime's own box check
 (runtime.preprocess), so a box the runtime would refuse comes back as the runtime's refused Description, with its
 problem. It raises ValueError where the runtime would for bad input, and for frames the tests use to provoke a
 describer error: images under 8 pixels wide or high, and clouds of fewer than 4 points. cancel() ends a call's
@@ -15,6 +17,7 @@ import numpy as np
 
 from runtime import Cancelled, preprocess
 from runtime.description import Description
+from runtime.prompts import check_prompts
 
 MIN_IMAGE_PX = 8
 MIN_POINTS = 4
@@ -26,6 +29,7 @@ class DescriberDouble:
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
         self.calls: list[tuple[str, int]] = []  # (method, number of regions), in call order
+        self.prompts: list[list[str] | None] = []  # each call's prompts, in call order
         self._lock = threading.Lock()
         self._busy = False
         self.overlapping_calls = 0  # calls that started while another was running
@@ -53,7 +57,8 @@ class DescriberDouble:
         """The runtime's shape of an answer: row i described as describe(i), unless it has a problem."""
         return [Description.refused(problems[row]) if row in problems else describe(row) for row in range(count)]
 
-    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0) -> list[Description]:
+    def describe_image_regions(self, image, boxes_xyxy_px, min_region_px: float = 0.0,
+                               prompts=None) -> list[Description]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         if boxes_xyxy_px.dtype != np.float32 or boxes_xyxy_px.ndim != 2 or boxes_xyxy_px.shape[1] != 4:
@@ -62,13 +67,14 @@ class DescriberDouble:
         if min(height, width) < MIN_IMAGE_PX:
             raise ValueError(f"image {width}x{height} is smaller than {MIN_IMAGE_PX}x{MIN_IMAGE_PX}")
         _, problems = preprocess.preprocess_boxes(boxes_xyxy_px, image.shape, min_region_px)
+        asked = self._asked(prompts, len(boxes_xyxy_px))
         self._enter("describe_image_regions", len(boxes_xyxy_px))
         self._leave()
         return self._answer(len(boxes_xyxy_px), problems, lambda i: Description(
-            text=f"region {i} of {width}x{height} image", score=-0.5 - i, token_ids=(i,),
+            text=f"region {i} of {width}x{height} image{asked[i]}", score=-0.5 - i, token_ids=(i,),
             timings_ms={"total": 1e3 * self.delay_s}))
 
-    def describe_point_regions(self, points, corners) -> list[Description]:
+    def describe_point_regions(self, points, corners, prompts=None) -> list[Description]:
         if points.dtype != np.float32 or points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"points must be (N, 3) float32, got {points.shape} {points.dtype}")
         if corners.dtype != np.float32 or corners.shape[1:] != (8, 3):
@@ -76,8 +82,15 @@ class DescriberDouble:
         if len(points) < MIN_POINTS:
             raise ValueError(f"{len(points)} points are too few: need at least {MIN_POINTS}")
         _, problems = preprocess.check_corners(corners)
+        asked = self._asked(prompts, len(corners))
         self._enter("describe_point_regions", len(corners))
         self._leave()
         return self._answer(len(corners), problems, lambda i: Description(
-            text=f"object {i} among {len(points)} points", score=-0.25, token_ids=(i,),
+            text=f"object {i} among {len(points)} points{asked[i]}", score=-0.25, token_ids=(i,),
             timings_ms={"total": 1e3 * self.delay_s}))
+
+    def _asked(self, prompts, count: int) -> list[str]:
+        """What each description adds for its region's prompt (", asked 'PROMPT'", or nothing)."""
+        checked = check_prompts(prompts, count)
+        self.prompts.append(None if prompts is None else list(prompts))
+        return [f", asked {prompt!r}" if prompt else "" for prompt in checked or [""] * count]

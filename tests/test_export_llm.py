@@ -97,3 +97,57 @@ def test_top_tokens_rank_the_biased_log_softmax_and_return_its_unbiased_values()
 def test_top_tokens_of_a_vocabulary_smaller_than_k_rank_all_of_it():
     log_probs, ids = top_tokens(torch.tensor([[1.0, 2.0, 0.0]]), torch.zeros(3), k=16)
     assert ids.tolist() == [[1, 0, 2]] and log_probs.shape == (1, 3)
+
+
+# Rows padded to one length (text prompts of different lengths): export/llm.py's padding input
+
+def padded(ids: torch.Tensor, pads: list[int], pad_id: int = 1) -> torch.Tensor:
+    """Row r of ids with its first pads[r] tokens replaced by pads: a shorter text, left-padded."""
+    ids = ids.clone()
+    for row, count in enumerate(pads):
+        ids[row, :count] = pad_id
+    return ids
+
+
+@torch.no_grad()
+def test_padding_masks_keys_and_counts_positions_as_transformers_attention_mask(inputs):
+    model = tiny_opt()
+    activate_adapter(model, None)
+    prefix, ids = inputs  # (3, 5, 32) soft prompts, (3, 4) texts
+    pads = [0, 1, 3]
+    ids = padded(ids, pads)
+    mask = torch.ones(3, 5 + 4, dtype=torch.long)
+    for row, count in enumerate(pads):
+        mask[row, 5:5 + count] = 0
+    embeds = torch.cat([prefix, model.get_input_embeddings()(ids)], dim=1)
+    expected = model(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
+    module = ExportableOPT(model, [])
+    padding = torch.tensor([[5, 5 + count] for count in pads])
+    logits, past = module(prefix, ids, module.empty_past(3), padding=padding)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    # a decode step after it: the padded keys stay masked, the position goes on from the row's own count
+    token = torch.tensor([[7], [8], [9]])
+    expected = model(inputs_embeds=torch.cat([embeds, model.get_input_embeddings()(token)], dim=1),
+                     attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)).logits[:, -1]
+    logits, _ = module(prefix[:, :0], token, past, padding=padding)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_a_padded_row_gives_what_it_gives_alone(inputs):
+    module = ExportableOPT(tiny_opt(), [])
+    prefix, ids = inputs
+    batch = padded(ids, [0, 2, 0])
+    logits, _ = module(prefix, batch, module.empty_past(3), padding=torch.tensor([[5, 5], [5, 7], [5, 5]]))
+    alone, _ = module(prefix[1:2], ids[1:2, 2:], module.empty_past(1))
+    torch.testing.assert_close(logits[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_an_empty_padding_computes_exactly_what_no_padding_does(inputs):
+    module = ExportableOPT(tiny_opt(), ADAPTERS)
+    prefix, ids = inputs
+    adapter_ids = torch.tensor([1, 2, 0])
+    expected, past = module(prefix, ids, module.empty_past(3), adapter_ids)
+    logits, present = module(prefix, ids, module.empty_past(3), adapter_ids, padding=torch.full((3, 2), 5))
+    assert torch.equal(logits, expected) and all(torch.equal(a, b) for a, b in zip(present, past))

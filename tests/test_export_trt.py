@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from contract.generation import Decoding
+from contract.generation import MAX_PROMPT_TOKENS, Decoding
 from export.trt import ToolchainUnavailable, export_reason, main, open_toolchain
 from export.trt_build import ParityError, build_engines, rebuild_reason
 from export.trt_profiles import Limits, derive_profiles, random_feeds
@@ -58,8 +58,8 @@ def test_llm_profile_allows_empty_prefix_in_decode_and_empty_past_in_prefill(tin
     axes = derive_profiles(manifest, Limits(max_batch=2, max_regions=5)).__getitem__("llm").axes
     queries, new_tokens = manifest.model["num_query_tokens"], manifest.generation.max_new_tokens
     assert axes["prefix"] == (0, 0, queries)  # opt is a decode step: no soft prompt
-    assert axes["tokens"] == (1, 1, 1)
-    assert axes["past"][0] == 0 and axes["past"][2] == queries + 1 + new_tokens - 1
+    assert axes["tokens"] == (1, 1, 1 + MAX_PROMPT_TOKENS)  # one token a decode step; BOS and a prompt in prefill
+    assert axes["past"][0] == 0 and axes["past"][2] == queries + 1 + MAX_PROMPT_TOKENS + new_tokens - 1
     assert axes["batch"] == (1, 4, 5)
 
 

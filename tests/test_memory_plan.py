@@ -1,5 +1,6 @@
 """tools/memory_plan.py: the KV cache it plans is the one runtime/device_kv.py allocates, and bad arguments are one
 line."""
+import dataclasses
 import json
 
 import numpy as np
@@ -27,6 +28,26 @@ def test_planned_kv_cache_equals_what_the_device_cache_allocates():
     assert kv_cache_bytes(config, call) == allocated
 
 
+def test_text_prompts_add_their_longest_prompts_positions_as_the_engine_sizes_the_cache(tiny_bundle):
+    from runtime.bundle import load_bundle
+    from runtime.graph_engine import GraphEngine
+    from runtime.onnx_runner import OnnxRunner
+    from training.checkpoint import CONFIG_NAME
+
+    bundle = load_bundle(tiny_bundle)
+    config = RegionBLIPConfig.load(bundle.checkpoint() / CONFIG_NAME)
+    engine = GraphEngine(bundle, OnnxRunner(bundle), device_kv=True)
+    settings = dataclasses.replace(bundle.manifest.generation, max_new_tokens=7)
+    prompt = np.zeros((3, config.num_query_tokens, config.text_config().word_embed_proj_dim), np.float32)
+    step = engine.language_model("image_region", prompt, settings, text_length=1 + 5)  # BOS + a 5-token prompt
+    text = config.text_config()
+    cache = DeviceKVCache(NumpyMemory(runner=None, graphs={}), count=2 * text.num_hidden_layers, rows=3,
+                          heads=text.num_attention_heads, head_dim=text.hidden_size // text.num_attention_heads,
+                          capacity=step.max_length, dtype=np.float32)
+    allocated = sum(array.capacity * array.dtype.itemsize for array in cache.front + cache.back)
+    assert kv_cache_bytes(config, CallSize(3, 7, 1, 4, prompt_tokens=5)) == allocated
+
+
 def test_totals_add_the_measured_weights(capsys):
     assert main(["--weights-gib", "fp16=8.5", "int4=4.4"]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -37,7 +58,8 @@ def test_totals_add_the_measured_weights(capsys):
 
 @pytest.mark.parametrize("argv, says", [(["--regions", "0"], "--regions is 0"),
                                         (["--weights-gib", "fp16"], "give VARIANT=GIB"),
-                                        (["--preset", "huge"], "unknown preset")])
+                                        (["--preset", "huge"], "unknown preset"),
+                                        (["--prompt-tokens", "33"], "--prompt-tokens is 33: a prompt has 0 to 32")])
 def test_bad_arguments_are_one_line(capsys, argv, says):
     assert main(argv) == 2
     error = capsys.readouterr().err

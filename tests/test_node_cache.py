@@ -152,3 +152,14 @@ def test_cache_parameters_out_of_range_stop_the_node_with_one_line(capsys, argum
     assert describer_node.main(["region_describer", "--ros-args", "-p", argument]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"region_describer: {says}"
+
+
+def test_only_the_described_regions_prompts_reach_the_describer(describer):
+    cache = new_cache()
+    first = boxes((2, 3, 20, 10), (30, 20, 16, 16))
+    first[0].prompt = "a"
+    camera(describer, cache, first, 10)
+    second = boxes((2, 3, 20, 10), (30, 20, 16, 16), (4, 30, 12, 12))  # det-0 and det-1 cached, det-2 new
+    second[0].prompt, second[2].prompt = "a", "a small"
+    camera(describer, cache, second, 11)
+    assert describer.prompts == [["a", ""], ["a small"]]

@@ -69,6 +69,13 @@ def test_a_region_in_view_gets_the_camera_text_score_and_projected_box_in_one_ca
     assert problem.kind == "projection" and "'obj-0'" in problem.message and "behind the camera" in problem.message
 
 
+def test_a_lidar_regions_prompt_asks_the_camera_too(fusion):
+    describer, array = DescriberDouble(), lidar_descriptions(AHEAD)
+    array.descriptions[0].region_3d.prompt = "Question: what colour is it? Answer:"
+    assert fusion.fuse(describer, array, camera_image(header(50))) == []
+    assert describer.prompts == [["Question: what colour is it? Answer:"]]
+
+
 def test_without_an_image_or_camera_info_nothing_is_fused_and_each_reason_is_named():
     fusion = CameraFusion(lambda *_: np.eye(4), min_region_px=0.0)
     array = lidar_descriptions(AHEAD)

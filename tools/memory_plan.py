@@ -1,9 +1,10 @@
 """python -m tools.memory_plan [--preset blip2-opt-2.7b] [--regions 32] [--max-new-tokens 20] [--beams 1]
-                              [--kv-dtype fp16] [--weights-gib VARIANT=GIB ...]  ->  JSON
+                              [--prompt-tokens 0] [--kv-dtype fp16] [--weights-gib VARIANT=GIB ...]  ->  JSON
 
 What a bundle needs in a GPU's memory while it describes a frame, from the model's sizes: the decode's KV cache as
 runtime/device_kv.py preallocates it (two buffers per past/present tensor, front and back, each for the soft prompt
-plus max_new_tokens positions, for regions x beams rows) and the largest activations of each graph at that call
+plus max_new_tokens positions, and the longest text prompt's tokens where regions have prompts, for regions x beams
+rows) and the largest activations of each graph at that call
 size. These are computed, not measured. The weights are what a bundle measured on disk (pass them with
 --weights-gib, e.g. from README "Release size"); each variant's total is weights + KV cache + activations.
 On a Jetson the CPU and GPU share one memory, so the OS, ROS and the CUDA context come on top (README, "On a Jetson").
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from contract.cli import OneLineParser
-from contract.generation import DEFAULT_MAX_NEW_TOKENS
+from contract.generation import DEFAULT_MAX_NEW_TOKENS, MAX_PROMPT_TOKENS
 
 PROG = "python -m tools.memory_plan"
 DTYPE_BYTES = {"fp32": 4, "fp16": 2}
@@ -26,13 +27,15 @@ class CallSize:
     max_new_tokens: int
     beams: int
     kv_bytes_per_value: int
+    prompt_tokens: int = 0  # the call's longest text prompt (runtime/prompts.py), 0 without prompts
 
 
 def kv_cache_bytes(config, call: CallSize) -> int:
     """The device KV cache of one decode: front and back buffers of every layer's keys and values."""
     text = config.text_config()
     rows = call.regions * call.beams
-    positions = config.num_query_tokens + call.max_new_tokens  # the soft prompt, BOS and the tokens fed back
+    # the soft prompt, BOS, the longest text prompt and the tokens fed back
+    positions = config.num_query_tokens + call.prompt_tokens + call.max_new_tokens
     per_buffer = rows * text.num_hidden_layers * 2 * text.hidden_size * positions * call.kv_bytes_per_value
     return 2 * per_buffer
 
@@ -44,7 +47,7 @@ def activation_bytes(config, call: CallSize) -> dict[str, int]:
     vision, text = config.vision_config(), config.text_config()
     tokens = (config.image_size // vision.patch_size) ** 2 + 1
     rows = call.regions * call.beams
-    prefill = config.num_query_tokens + 1
+    prefill = config.num_query_tokens + 1 + call.prompt_tokens
     return {
         "vision": 4 * tokens * (vision.intermediate_size + vision.num_attention_heads * tokens),
         "llm_prefill": 4 * rows * prefill * (text.ffn_dim + text.num_attention_heads * prefill),
@@ -84,6 +87,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                         help=f"longest description (default {DEFAULT_MAX_NEW_TOKENS}, the node's)")
     parser.add_argument("--beams", type=int, default=1, help="beam search width (default 1, greedy)")
+    parser.add_argument("--prompt-tokens", type=int, default=0,
+                        help=f"the longest text prompt of a call, in tokens (default 0: no prompts; at most "
+                             f"{MAX_PROMPT_TOKENS})")
     parser.add_argument("--kv-dtype", choices=DTYPE_BYTES, default="fp16",
                         help="KV cache precision: fp16 with fp16/int8/int4 engines (default), fp32 with fp32 ones")
     parser.add_argument("--weights-gib", nargs="*", default=[], metavar="VARIANT=GIB",
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("regions", "max_new_tokens", "beams"):
             if getattr(args, name) < 1:
                 parser.error(f"--{name.replace('_', '-')} is {getattr(args, name)}: it must be at least 1")
+        if not 0 <= args.prompt_tokens <= MAX_PROMPT_TOKENS:
+            parser.error(f"--prompt-tokens is {args.prompt_tokens}: a prompt has 0 to {MAX_PROMPT_TOKENS} tokens")
         weights = dict(weights_argument(text) for text in args.weights_gib)
         from training.config import RegionBLIPConfig
 
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    call = CallSize(args.regions, args.max_new_tokens, args.beams, DTYPE_BYTES[args.kv_dtype])
+    call = CallSize(args.regions, args.max_new_tokens, args.beams, DTYPE_BYTES[args.kv_dtype], args.prompt_tokens)
     print(json.dumps({"preset": args.preset, **plan(config, call, weights)}, indent=2))
     return 0
 

@@ -5,6 +5,11 @@ BOS input id; its beam search divides a hypothesis's log-prob sum by a length th
 counts only new tokens, which ranks hypotheses differently, so beam search here is 4.28's, written out; greedy
 decoding ranks nothing by length and stays transformers' own. tests/test_upstream_generation.py checks both against
 tokens recorded with 4.28.
+
+A text prompt follows the soft prompt as BLIP-2 places one: input_ids = BOS and the prompt's tokens, left-padded
+(pads between the soft prompt and BOS, masked by attention_mask) where rows differ in length. BLIP-2 under 4.28
+embedded them into inputs_embeds, so generate's input ids were still the one initialised BOS: the beam length
+counts neither the prompt nor its padding.
 """
 
 from collections.abc import Callable
@@ -49,16 +54,26 @@ def generate_from_prompt(
     min_new_tokens: int,
     eos_token_id: int,
     stop: Callable[[], bool] | None = None,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> Generated:
-    """Decode from `prompt` (R, Q, D) soft tokens followed by BOS, as BLIP-2/RegionBLIP inference does. `stop`,
-    asked after every step, ends generation early when it says True (the caller decides what that means)."""
+    """Decode from `prompt` (R, Q, D) soft tokens followed by `input_ids` (R, T) (default: BOS alone), as
+    BLIP-2/RegionBLIP inference does: BOS and a text prompt's tokens, left-padded where `attention_mask` (R, T) is 0.
+    `stop`, asked after every step, ends generation early when it says True (the caller decides what that means)."""
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens, got {min_new_tokens} and {max_new_tokens}")
     config = language_model.config
     embed = language_model.get_input_embeddings()
-    bos = torch.full((prompt.shape[0], 1), config.bos_token_id, dtype=torch.long, device=prompt.device)
-    inputs_embeds = torch.cat([prompt, embed(bos)], dim=1)  # (R, Q + 1, D)
-    attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=prompt.device)
+    if input_ids is None:
+        input_ids = torch.full((prompt.shape[0], 1), config.bos_token_id, dtype=torch.long, device=prompt.device)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if input_ids.shape != attention_mask.shape or input_ids.shape[0] != prompt.shape[0]:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must "
+                         f"both be (R, T), one row per soft prompt ({prompt.shape[0]})")
+    inputs_embeds = torch.cat([prompt, embed(input_ids)], dim=1)  # (R, Q + T, D)
+    attention_mask = torch.cat([torch.ones(prompt.shape[:2], dtype=torch.long, device=prompt.device),
+                                attention_mask.long()], dim=1)  # (R, Q + T)
     if num_beams == 1:
         token_ids = language_model.generate(
             inputs_embeds=inputs_embeds,
@@ -74,7 +89,7 @@ def generate_from_prompt(
     else:
         token_ids = beam_search(language_model, inputs_embeds, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                 min_new_tokens=min_new_tokens, eos_token_id=eos_token_id,
-                                pad_token_id=config.pad_token_id, stop=stop or never)
+                                pad_token_id=config.pad_token_id, stop=stop or never, attention_mask=attention_mask)
     # Re-score the chosen tokens with the model's own (unprocessed) distribution: one pass, same for greedy and beam.
     valid = tokens_before_stop(token_ids, eos_token_id)
     logits = language_model(
@@ -89,10 +104,10 @@ def generate_from_prompt(
 @torch.no_grad()
 def beam_search(language_model: nn.Module, inputs_embeds: torch.Tensor, *, num_beams: int, max_new_tokens: int,
                 min_new_tokens: int, eos_token_id: int, pad_token_id: int,
-                stop: Callable[[], bool] = never) -> torch.Tensor:
+                stop: Callable[[], bool] = never, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """transformers 4.28's beam search (length_penalty 1, early_stopping False) from `inputs_embeds` (R, L, D), the
-    prompt ending with BOS: (R, T) new tokens, each row its best hypothesis, ending with eos unless it ran to
-    max_new_tokens, then pad.
+    soft prompt, BOS and any text prompt, padded where `attention_mask` (R, L) is 0 (default: nowhere): (R, T) new
+    tokens, each row its best hypothesis, ending with eos unless it ran to max_new_tokens, then pad.
 
     A hypothesis ranks by its log-prob sum / its length, the length counting the BOS and not the stop token. A row is
     done once it holds num_beams finished hypotheses and the worst ranks at least as high as this step's best
@@ -101,7 +116,9 @@ def beam_search(language_model: nn.Module, inputs_embeds: torch.Tensor, *, num_b
     rows, beams = inputs_embeds.shape[0], num_beams
     device = inputs_embeds.device
     embeds = inputs_embeds.repeat_interleave(beams, dim=0)  # (R*K, L, D), row r's beams are contiguous
-    attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
+    if attention_mask is None:
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=device)
+    attention_mask = attention_mask.repeat_interleave(beams, dim=0)  # (R*K, L)
     out = language_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     # Only beam 0 is live at the start, so the first step picks K distinct tokens.
@@ -147,8 +164,10 @@ def beam_search(language_model: nn.Module, inputs_embeds: torch.Tensor, *, num_b
         beam_sums, beam_tokens = torch.tensor(next_sums, device=device), next_beam_tokens
         if all(done) or generated + 1 == max_new_tokens or stop():
             break
-        cache.reorder_cache(torch.tensor(next_rows, device=device))
-        attention_mask = torch.cat([attention_mask, attention_mask[:, :1]], dim=1)
+        chosen = torch.tensor(next_rows, device=device)
+        cache.reorder_cache(chosen)
+        attention_mask = attention_mask[chosen]  # each mask row follows its cache row
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         out = language_model(input_ids=torch.tensor(next_tokens, device=device)[:, None],
                              attention_mask=attention_mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
     for row in range(rows):

@@ -221,16 +221,19 @@ class RegionBLIP(nn.Module):
     def generate(self, modality: str, pixel_values=None, points=None, boxes=None, frame_index=None, *,
                  num_beams: int = RELEASE_EVALUATION.num_beams, max_new_tokens: int = RELEASE_EVALUATION.max_new_tokens,
                  min_new_tokens: int = RELEASE_EVALUATION.min_new_tokens, eos_token_id: int | None = None,
-                 stop=None) -> Generated:
+                 stop=None, input_ids=None, attention_mask=None) -> Generated:
         """Describe each image/scene, or each region: one frame + R boxes -> R outputs. The frame's ViT or Point-BERT
-        features are computed once and shared by all of its regions. Decoding defaults to the release's evaluation."""
+        features are computed once and shared by all of its regions. Decoding defaults to the release's evaluation.
+        `input_ids` (R, T), `attention_mask` (R, T): the text after the soft prompt, BOS and a text prompt's tokens
+        left-padded, as BLIP-2's generate takes them (default: BOS alone)."""
         self.use_modality(modality)
         boxes = check_boxes(modality, boxes)
         features = self.encode_frames(modality, pixel_values, points)
         _, prompt = self.soft_prompt(modality, features, boxes, frame_index, points)  # (R, Q, D)
         eos = self.config.newline_token_id if eos_token_id is None else eos_token_id
         return generate_from_prompt(self.language_model, prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                    min_new_tokens=min_new_tokens, eos_token_id=eos, stop=stop)
+                                    min_new_tokens=min_new_tokens, eos_token_id=eos, stop=stop, input_ids=input_ids,
+                                    attention_mask=attention_mask)
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
 
