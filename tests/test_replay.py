@@ -26,7 +26,8 @@ from tests.bags import copy_bag, descriptions_in, write_bag  # noqa: E402
 from tests.describer_double import DescriberDouble  # noqa: E402
 from tests.node_rig import wait_for  # noqa: E402
 from tools import replay  # noqa: E402
-from tools.demo import MODALITY, RECORDED, SyntheticScenes  # noqa: E402
+from tools.demo import MODALITY, RECORDED  # noqa: E402
+from tools.synthetic_scenes import SyntheticScenes  # noqa: E402
 from tools.ground_truth import GROUND_TRUTH_TOPIC, truth_message  # noqa: E402
 from tools.recording import McapRecorder  # noqa: E402
 from tools.sim_sensors import SimulatedSensors  # noqa: E402

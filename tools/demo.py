@@ -48,15 +48,13 @@ from runtime.bundle import BundleError, load_bundle
 from runtime.threads import recorded_threads, tune_threads
 from tools.bench_transport import cpu_seconds
 from tools.demo_cache import cache_line, cache_summary
+from tools.demo_prompts import prompt_line, prompt_summary
 from tools.fused_text import fused_region, fused_suffix, fused_summary, fused_table_lines
 from tools.ground_truth import GROUND_TRUTH_TOPIC, truth_message
 from tools.recording import McapRecorder
 from tools.shared_scene import LIDAR_TO_CAMERA, SharedScenes
-from tools.sim_sensors import CameraScene, Detection, LidarScene, SimulatedSensors
-from training.data.splits import sample_rng
-from training.data.synthetic_images import SyntheticImageDataset
-from training.data.synthetic_points import region_caption, render_scene, sample_scene
-from training.data.vocabulary import object_phrase
+from tools.sim_sensors import Detection, SimulatedSensors
+from tools.synthetic_scenes import SyntheticScenes
 from training.metrics import attribute_exact_match
 
 PROG = "python -m tools.demo"
@@ -68,41 +66,18 @@ DRAIN_TIMEOUT_S = 10.0      # after the sensors stop: wait for the answers still
 ANNOTATED_PNGS, ANNOTATE_EVERY_S, ANNOTATE_SCALE = 4, 5.0, 4  # a few frames, drawn 4x so the text reads
 
 
-# --- the scenes: held-out synthetic data with its ground truth ---------------------------------------------
-
-class SyntheticScenes:
-    """Scenes of the synthetic generators' eval split, which training never sees; every object is a region."""
-
-    def camera_scene(self, index: int, image_size: int) -> CameraScene:
-        sample = SyntheticImageDataset("image", "eval", length=index + 1, image_size=image_size)[index]
-        objects = sample.attributes["objects"]
-        truths = [{"size": o["size"], "colour": o["colour"], "shape": o["shape"],
-                   "phrase": object_phrase(o["shape"], o["size"], o["colour"])} for o in objects]
-        return CameraScene(sample.image, np.array([o["box_xyxy_px"] for o in objects], np.float32), truths)
-
-    def lidar_scene(self, index: int, num_points: int) -> LidarScene:
-        # The points of SyntheticPointDataset("pointcloud_region", "eval")[index], with every object boxed: the
-        # same draws in the same order, the dataset's choice of one region included.
-        rng = sample_rng("eval", "pointcloud_region", index)
-        scene = sample_scene(rng)
-        rng.integers(len(scene))
-        points = render_scene(scene, num_points, rng)
-        truths = [{**attributes, "phrase": phrase}
-                  for phrase, attributes in (region_caption(scene, k) for k in range(len(scene)))]
-        return LidarScene(points, np.array([o.center for o in scene]), np.array([o.box_size for o in scene]),
-                          np.array([o.yaw for o in scene]), truths)
-
-
 # --- the bundle, exported once per checkpoint --------------------------------------------------------------
 
 def cached_bundle(checkpoint: Path, bundle: Path) -> bool:
-    """Whether `bundle` is whole and was exported, with the demo's modalities, from this checkpoint's weights."""
+    """Whether `bundle` is whole and was exported, with the demo's modalities, from this checkpoint's weights, by an
+    exporter whose llm graph takes text prompts (its region_prompt)."""
     try:
-        manifest = load_bundle(bundle).manifest
+        loaded = load_bundle(bundle)
     except BundleError:
         return False
+    manifest = loaded.manifest
     return (manifest.source.model_sha256 == sha256(checkpoint / "model.safetensors")
-            and set(MODALITY.values()) <= set(manifest.modalities))
+            and set(MODALITY.values()) <= set(manifest.modalities) and "padding" in loaded.graph_inputs("llm"))
 
 
 def export_bundle(checkpoint: Path, bundle: Path) -> None:
@@ -168,7 +143,7 @@ class DemoMonitor(Node):
             truth = detection.truths[item.id]
             correct = attribute_exact_match([item.text], [truth], modality)[f"{modality}/exact_match"] == 1.0
             regions.append({"id": item.id, "text": item.text, "truth": truth, "correct": correct,
-                            "cached": item.cached})
+                            "cached": item.cached, "prompt": item.region_2d.prompt if sensor == CAMERA else ""})
             if sensor == LIDAR and item.region_2d.width > 0:  # the describer fused it with the camera's view
                 regions[-1]["fused"] = fused_region(item.text, item.camera_text, truth)
         record = {"index": detection.index, "stamp": stamp_to_ns(msg.header.stamp) * 1e-9,
@@ -199,7 +174,8 @@ class DemoMonitor(Node):
 def frame_line(sensor: str, record: dict) -> str:
     """One described frame: 'camera #0012  stamp 1763901234.300  18 ms  c0012-0 → "a red circle" ✓ ...', with
     '(cached)' after a description the node served from its cache."""
-    regions = "   ".join(f'{r["id"]} → "{r["text"]}" ' + ("✓" if r["correct"] else f'✗ ({r["truth"]["phrase"]})')
+    regions = "   ".join(f'{r["id"]} ' + (f'[prompt "{r["prompt"]}"] ' if r.get("prompt") else "")
+                          + f'→ "{r["text"]}" ' + ("✓" if r["correct"] else f'✗ ({r["truth"]["phrase"]})')
                           + (" (cached)" if r["cached"] else "") + fused_suffix(r.get("fused"))
                           for r in record["regions"])
     return (f'{sensor:<6} #{record["index"]:04d}  stamp {record["stamp"]:.3f}  {record["latency_ms"]:5.0f} ms   '
@@ -266,8 +242,9 @@ def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, 
     for sensor, modality in MODALITY.items():
         frames = monitor.frames[sensor]
         regions = [region for frame in frames for region in frame["regions"]]
-        scores = attribute_exact_match([r["text"] for r in regions], [r["truth"] for r in regions], modality) \
-            if regions else {}
+        captions = [region for region in regions if not region.get("prompt")]  # prompted ones: summary["prompted"]
+        scores = attribute_exact_match([r["text"] for r in captions], [r["truth"] for r in captions], modality) \
+            if captions else {}
         latencies += [frame["latency_ms"] for frame in frames]
         modalities[modality] = {
             "frames_published": sim.frames[sensor], "frames_described": len(frames),
@@ -288,6 +265,7 @@ def summarize(monitor: DemoMonitor, sim: SimulatedSensors, published: dict[str, 
         "modalities": modalities,
         "describer_diagnostics": monitor.node_status,
         "fused": fused_summary([region for frame in monitor.frames[LIDAR] for region in frame["regions"]]),
+        "prompted": prompt_summary([region for frame in monitor.frames[CAMERA] for region in frame["regions"]]),
     }
 
 
@@ -403,6 +381,7 @@ def run(args) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + summary_table(summary))
     print("\n" + cache_line(summary))
+    print(prompt_line(summary["prompted"]))
     print(f"\ndemo: {summary['frames']} frames, {summary['regions']} regions described, {summary['drops']} frames "
           f"dropped, in {summary['wall_s']} s. Wrote {out / 'summary.json'}, {len(monitor.annotated)} annotated "
           f"PNGs{'' if recorder is None else f', {recorder.path} ({recorder.messages} messages)'}.")

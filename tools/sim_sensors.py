@@ -51,6 +51,8 @@ PARAMETERS = {  # name: (default, description); config/demo.yaml lists the same
     "camera_frame_id": ("camera_optical", "frame_id of the images"),
     "lidar_frame_id": ("lidar", "frame_id of the point clouds"),
     "region_label": ("object", "the label the detector gives every region"),
+    "region_prompt": ("", "a text prompt the detector puts on the first region of every camera array (an object "
+                          "keeps it while tracked); empty: none"),
     "synchronized": (False, "scan the LiDAR with every n-th camera frame (n = camera_rate_hz / lidar_rate_hz, a whole "
                             "number), stamped alike and of the same scene index, as a LiDAR-triggered camera does: "
                             "for scene sources whose camera and LiDAR show one world (tools/shared_scene.py)"),
@@ -223,7 +225,8 @@ class SimulatedSensors(Node):
         boxes = boxes + self._rng.uniform(-jitter, jitter, boxes.shape)
         boxes = np.clip(boxes, 0, [width, height, width, height])
         return [Region2D(id=f"c{track:04d}-{k}", x=float(x1), y=float(y1), width=float(max(x2 - x1, 1.0)),
-                         height=float(max(y2 - y1, 1.0)), label=self.value["region_label"])
+                         height=float(max(y2 - y1, 1.0)), label=self.value["region_label"],
+                         prompt=self.value["region_prompt"] if k == 0 else "")
                 for k, (x1, y1, x2, y2) in enumerate(boxes)]
 
     def _regions_3d(self, track: int, scene: LidarScene) -> list[Region3D]:

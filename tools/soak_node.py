@@ -12,7 +12,7 @@ and the LiDAR at 10 Hz (points + regions_3d). Once a minute (and for a last, par
                           replaced by a newer one before they ran (it keeps the newest per sensor), skipped inputs
 then a summary line over the whole run. A leak shows as rss_growth_mb climbing minute after minute; a node that
 cannot keep up, as drops and a latency that climbs. Progress goes to stderr, so stdout is only the JSON lines.
-A tool to run by hand, not a test: it imports training/ for the scenes (tools.demo.SyntheticScenes).
+A tool to run by hand, not a test: it imports training/ for the scenes (tools.synthetic_scenes.SyntheticScenes).
 """
 
 import argparse
@@ -40,7 +40,8 @@ from regionblip_msgs.msg import RegionDescriptionArray
 from regionblip_ros.bringup import nodes_in
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS
 from regionblip_ros.sync import stamp_to_ns
-from tools.demo import SyntheticScenes, drain, log_tail, stop_process, wait_for_describer
+from tools.demo import drain, log_tail, stop_process, wait_for_describer
+from tools.synthetic_scenes import SyntheticScenes
 from tools.sim_sensors import Detection, SimulatedSensors
 
 PROG = "python -m tools.soak_node"
