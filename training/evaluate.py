@@ -3,7 +3,9 @@ held-out samples (CIDEr / BLEU-4 / ROUGE-L and attribute exact match per modalit
 (CIDEr / BLEU-4 / METEOR / ROUGE-L, one prediction per region against all its descriptions: training.benchmarks).
 
     python -m training.evaluate --ckpt models/default --data synthetic:image_region,pointcloud_region,pointcloud,image \
-        --num 200 --seed 1 --out runs/default/eval.json [--compare-image runs/default/blip2/final]
+        --num 200 --seed 1 --out eval.json [--compare-image runs/default/blip2/final]
+    python -m training.evaluate --ckpt models/default --data synthetic:image_region,image,pointcloud_region,pointcloud \
+        --variations all --num 200 --seed 20 --out variations.json
     python -m training.evaluate --ckpt CKPT --data refcoco:test,scanrefer:val,cap3d:test --instances-json ... \
         --refs-json ... --image-dir ... --scanrefer-json ... --scannet-dir ... --captions-file ... --points-dir ...
 
