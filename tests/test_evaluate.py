@@ -51,6 +51,27 @@ def test_cli_writes_per_modality_scores_for_held_out_samples(checkpoint, tmp_pat
     assert "image_region" in stdout and "identical captions True" in stdout
 
 
+def test_variations_score_each_on_the_modalities_it_changes_over_the_same_scenes(checkpoint, tmp_path, capsys):
+    out = tmp_path / "variations.json"
+    code, stdout, _ = run_cli(capsys, "--ckpt", checkpoint, "--data", "synthetic:image_region,image,pointcloud",
+                              "--variations", "clean,black,loose_tight_boxes,clutter", "--num", 3, "--seed", 7,
+                              "--beams", 1, "--max-new-tokens", 4, "--image-size", 48, "--out", out)
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert "modalities" not in results
+    assert {name: list(scores) for name, scores in results["variations"].items()} == {
+        "clean": ["image_region", "image", "pointcloud"], "black": ["image_region", "image"],
+        "loose_tight_boxes": ["image_region"], "clutter": ["pointcloud"]}
+    black, clean = results["variations"]["black"]["image_region"], results["variations"]["clean"]["image_region"]
+    assert 0 <= black["exact_match"] <= 1 and {"size", "colour", "shape", "CIDEr", "examples"} <= set(black)
+    # the same held-out scenes: a background leaves the captions as they were
+    assert [e["reference"] for e in black["examples"]] == [e["reference"] for e in clean["examples"]]
+    table = stdout.splitlines()
+    assert table[0].split() == ["variation", "image_region", "image", "pointcloud"]
+    assert table[3].split()[:2] == ["loose_tight_boxes", f"{results['variations']['loose_tight_boxes']['image_region']['exact_match']:.3f}"]
+    assert table[3].split()[2:] == ["-", "-"]
+
+
 def test_held_out_samples_depend_on_the_seed_only_and_come_from_the_eval_split():
     assert evaluate.held_out_indices(5, seed=1) == evaluate.held_out_indices(5, seed=1)
     assert evaluate.held_out_indices(5, seed=1) != evaluate.held_out_indices(5, seed=2)
@@ -91,6 +112,8 @@ def test_a_changed_image_path_is_reported_as_not_identical(checkpoint, tmp_path)
     (["--data", "synthetic:video"], "unknown \\['video'\\]"),
     (["--data", "synthetic:"], "comma-separated subset"),
     (["--data", "synthetic:image", "--num", "0"], "--num must be in"),
+    (["--data", "synthetic:image", "--variations", "snow"], "--variations 'snow'.*unknown: snow"),
+    (["--data", "synthetic:image", "--variations", "white,white"], "distinct names"),
 ])
 def test_bad_cli_input_is_one_line_on_stderr_and_a_non_zero_exit(checkpoint, capsys, args, message):
     code, _, err = run_cli(capsys, "--ckpt", checkpoint, *args)
@@ -124,6 +147,18 @@ def test_the_embedded_default_model_is_small_and_describes_every_modality():
                                 seed=3, num_beams=1)
     for modality, scores in results["modalities"].items():
         assert all(example["prediction"].startswith("a ") for example in scores["examples"]), modality
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "config.json").is_file(),
+                    reason="models/default is made by make train-default")
+def test_the_default_model_is_scored_per_variation_and_its_known_gap_shows():
+    results = evaluate.evaluate(DEFAULT_MODEL, "synthetic:image_region", num=40, seed=20, num_beams=1,
+                                variations=["clean", "black"])
+    clean, black = (results["variations"][name]["image_region"]["exact_match"] for name in ("clean", "black"))
+    assert clean >= 0.9
+    # issue #20: trained on light grounds only, the default model cannot name shapes on a black one (0.03 on 200
+    # scenes, docs/robustness.md); a default that closes the gap changes this line and the README's table
+    assert black < 0.5
 
 
 @pytest.mark.skipif(not (STAGE1 / "config.json").is_file() or not (DEFAULT_MODEL / "config.json").is_file(),

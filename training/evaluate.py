@@ -3,7 +3,9 @@ held-out samples (CIDEr / BLEU-4 / ROUGE-L and attribute exact match per modalit
 (CIDEr / BLEU-4 / METEOR / ROUGE-L, one prediction per region against all its descriptions: training.benchmarks).
 
     python -m training.evaluate --ckpt models/default --data synthetic:image_region,pointcloud_region,pointcloud,image \
-        --num 200 --seed 1 --out runs/default/eval.json [--compare-image runs/default/blip2/final]
+        --num 200 --seed 1 --out eval.json [--compare-image runs/default/blip2/final]
+    python -m training.evaluate --ckpt models/default --data synthetic:image_region,image,pointcloud_region,pointcloud \
+        --variations all --num 200 --seed 20 --out variations.json
     python -m training.evaluate --ckpt CKPT --data refcoco:test,scanrefer:val,cap3d:test --instances-json ... \
         --refs-json ... --image-dir ... --scanrefer-json ... --scannet-dir ... --captions-file ... --points-dir ...
 
@@ -12,6 +14,10 @@ Benchmarks decode with the release's settings (contract.generation.RELEASE_EVALU
 
 Held-out samples come from the synthetic `eval` split (never seen in training: it has its own seeds), at indices
 drawn by --seed.
+--variations clean,white,...|all scores the same held-out indices once per named variation of the synthetic world
+(training/data/variations.py: backgrounds, off-grid placement, overlap, loose boxes, frame sizes; ground height, tilt,
+clutter, noise, density), each on the modalities of --data that it changes ("clean" and "varied" on all of them), so
+a model that only works in the clean world cannot pass unnoticed.
 --compare-image checks that the image modality of --ckpt and of another checkpoint (the stage-1 BLIP-2) give
 bit-identical logits and captions, as RegionBLIP's frozen image path must. Point clouds hold the checkpoint's
 object_num_points / scene_num_points.
@@ -34,6 +40,7 @@ from contract.modalities import IMAGE, MODALITIES
 
 from . import benchmarks
 from .config import RegionBLIPConfig
+from .data.variations import VARIATIONS
 from .metrics import attribute_exact_match, caption_metrics, tokenizer_name
 from .modeling_regionblip import RegionBLIP
 from .tasks import collate, frame_inputs, make_dataset, tokenize_captions
@@ -65,9 +72,26 @@ def held_out_indices(num: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng(seed).choice(EVAL_POOL, size=num, replace=False))
 
 
-def eval_dataset(source: str, modality: str, image_size: int, model_config: RegionBLIPConfig):
-    return make_dataset(TaskConfig(modality=modality, data=source, length=EVAL_POOL, image_size=image_size), "eval",
-                        model_config)
+def eval_dataset(source: str, modality: str, image_size: int, model_config: RegionBLIPConfig,
+                 variation: str = "clean"):
+    return make_dataset(TaskConfig(modality=modality, data=source, length=EVAL_POOL, image_size=image_size,
+                                   variation=variation), "eval", model_config)
+
+
+def parse_variations(spec: str) -> list[str]:
+    """'all' -> every variation; 'clean,white' -> those, checked."""
+    names = list(VARIATIONS) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIATIONS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"--variations {spec!r}: give all, or distinct names from {', '.join(VARIATIONS)}"
+                         + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return names
+
+
+def variation_modalities(name: str, modalities: list[str]) -> list[str]:
+    """The modalities of `modalities` that variation `name` changes (all of them for clean)."""
+    changed = [m for m in modalities if VARIATIONS[name].changes(m)]
+    return changed if any(VARIATIONS[name].changes(m) for m in MODALITIES) else list(modalities)
 
 
 def generate_captions(model: RegionBLIP, tokenizer, modality: str, samples: list, *, batch_size: int,
@@ -126,7 +150,10 @@ def load_checkpoint_dir(directory: str | Path) -> tuple[RegionBLIP, object]:
 def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int,
              num_beams: int = SYNTHETIC_EVALUATION.num_beams, max_new_tokens: int = SYNTHETIC_EVALUATION.max_new_tokens,
              min_new_tokens: int = SYNTHETIC_EVALUATION.min_new_tokens, batch_size: int = 32, image_size: int | None = None,
-             compare_image: str | Path | None = None, examples: int = 5, progress: bool = False) -> dict:
+             compare_image: str | Path | None = None, examples: int = 5, progress: bool = False,
+             variations: list[str] | None = None) -> dict:
+    """Scores per modality on the clean held-out scenes; with `variations`, per variation and modality instead
+    (results["variations"][name][modality])."""
     if num < 1 or num > EVAL_POOL:
         raise ValueError(f"--num must be in [1, {EVAL_POOL}], got {num}")
     _check_generation(num_beams, max_new_tokens, min_new_tokens, batch_size)
@@ -139,17 +166,22 @@ def evaluate(ckpt: str | Path, data: str, *, num: int, seed: int,
     generation = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
     indices = held_out_indices(num, seed)
     started = time.perf_counter()
-    results = {"checkpoint": str(ckpt), "data": data, "num": num, "seed": seed, "generation": generation,
-               "modalities": {}}
-    for modality in modalities:
-        dataset = eval_dataset(source, modality, image_size, model.config)
+    results = {"checkpoint": str(ckpt), "data": data, "num": num, "seed": seed, "generation": generation}
+
+    def scored(modality: str, variation: str) -> dict:
+        dataset = eval_dataset(source, modality, image_size, model.config, variation)
         samples = [dataset[i] for i in indices]
         predictions = generate_captions(model, tokenizer, modality, samples, batch_size=batch_size,
                                         generation=generation, progress=progress)
-        results["modalities"][modality] = {
-            **score(modality, predictions, samples),
-            "examples": [{"prediction": p, "reference": s.caption} for p, s in zip(predictions, samples)][:examples],
-        }
+        return {**score(modality, predictions, samples),
+                "examples": [{"prediction": p, "reference": s.caption} for p, s in zip(predictions, samples)][:examples]}
+
+    if variations is None:
+        results["modalities"] = {modality: scored(modality, "clean") for modality in modalities}
+    else:
+        results["variations"] = {name: {modality: scored(modality, name)
+                                        for modality in variation_modalities(name, modalities)}
+                                 for name in variations}
     if other is not None:
         samples = [eval_dataset(source, IMAGE, image_size, model.config)[i] for i in indices]
         results["image_identity"] = {"other": str(compare_image), **compare_image_outputs(
@@ -199,7 +231,19 @@ def evaluate_benchmarks(ckpt: str | Path, data: str, files: dict[str, Path | Non
     return results
 
 
+def variation_table(results: dict) -> str:
+    """Exact match per variation (rows) and modality (columns); '-' where a variation leaves a modality clean."""
+    modalities = list(dict.fromkeys(m for scores in results["variations"].values() for m in scores))
+    lines = [f"{'variation':<18}" + "".join(f" {m:>17}" for m in modalities)]
+    for name, scores in results["variations"].items():
+        lines.append(f"{name:<18}" + "".join(f" {scores[m]['exact_match']:>17.3f}" if m in scores else f" {'-':>17}"
+                                             for m in modalities))
+    return "\n".join(lines)
+
+
 def summary(results: dict) -> str:
+    if "variations" in results:
+        return variation_table(results)
     lines = [f"{'modality':<18} {'exact':>7} {'CIDEr':>7} {'BLEU-4':>7} {'ROUGE-L':>7}"]
     for modality, r in results["modalities"].items():
         lines.append(f"{modality:<18} {r['exact_match']:>7.3f} {r['CIDEr']:>7.3f} {r['Bleu_4']:>7.3f} "
@@ -249,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic images are drawn at this size (default: the model's input size)")
     parser.add_argument("--compare-image", default=None, metavar="DIR",
                         help="another checkpoint whose image modality must match bit for bit (stage 1)")
+    parser.add_argument("--variations", default=None, metavar="NAMES",
+                        help="synthetic: score per variation of the world, 'all' or names from "
+                             + ", ".join(VARIATIONS))
     parser.add_argument("--threads", type=int, default=2)
     try:
         args = parser.parse_args(argv)
@@ -284,11 +331,13 @@ def _run_synthetic(args) -> dict:
         raise ValueError(f"{', '.join(given) or '--label'} applies to benchmark data, not {args.data!r}: drop it")
     return evaluate(args.ckpt, args.data, num=100 if args.num is None else args.num, seed=args.seed,
                     **_decoding(args, SYNTHETIC_EVALUATION), batch_size=_or(args.batch_size, 32),
-                    image_size=args.image_size, compare_image=args.compare_image, progress=True)
+                    image_size=args.image_size, compare_image=args.compare_image, progress=True,
+                    variations=None if args.variations is None else parse_variations(args.variations))
 
 
 def _run_benchmarks(args) -> dict:
-    for option, value in (("--image-size", args.image_size), ("--compare-image", args.compare_image)):
+    for option, value in (("--image-size", args.image_size), ("--compare-image", args.compare_image),
+                          ("--variations", args.variations)):
         if value is not None:
             raise ValueError(f"{option} applies to synthetic data only: drop it for --data {args.data}")
     return evaluate_benchmarks(args.ckpt, args.data, {key: getattr(args, key) for key in benchmarks.OPTIONS},

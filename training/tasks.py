@@ -75,10 +75,10 @@ def make_dataset(task: TaskConfig, split: str, model_config: RegionBLIPConfig, s
     if task.modality in (IMAGE, IMAGE_REGION, PATCH_MODALITY):
         modality = IMAGE_REGION if task.modality == IMAGE_REGION else IMAGE
         return SyntheticImageDataset(modality, split=split, length=task.length, image_size=task.image_size,
-                                     max_objects=task.max_objects)
+                                     max_objects=task.max_objects, variation=task.variation)
     num_points = model_config.object_num_points if task.modality == POINTCLOUD else model_config.scene_num_points
     return SyntheticPointDataset(task.modality, split=split, length=task.length, num_points=num_points,
-                                 max_objects=task.max_objects)
+                                 max_objects=task.max_objects, variation=task.variation)
 
 
 def collate(samples: list, image_size: int) -> dict:
@@ -210,7 +210,7 @@ class TaskStream:
         samples = self.samples(n)
         collated = collate(samples, self.image_size)
         if self.task.modality == PATCH_MODALITY:
-            targets = patch_targets([s.attributes["objects"] for s in samples], [s.image.shape[1] for s in samples],
+            targets = patch_targets([s.attributes["objects"] for s in samples], [s.image.shape[:2] for s in samples],
                                     self.patch_grid)
             return {"modality": PATCH_MODALITY, "pixel_values": collated["pixel_values"], "patch_targets": targets}
         return model_inputs(collated, tokenizer, self.captions)

@@ -19,6 +19,7 @@ import yaml
 from contract.modalities import IMAGE, IMAGE_REGION, MODALITIES, POINTCLOUD, POINTCLOUD_REGION
 
 from .config import RegionBLIPConfig
+from .data.variations import VARIATIONS
 from .vision_pretraining import MODALITY as PATCH_MODALITY
 
 STAGE_KINDS = ("vision", "blip2", "regionblip")
@@ -49,6 +50,7 @@ class TaskConfig:
     length: int = 100_000  # synthetic dataset size (samples are generated from (split, modality, index))
     image_size: int = 112  # synthetic images are drawn at this size, then resized to the model's
     max_objects: int = 5
+    variation: str = "clean"  # synthetic: a name of data.variations.VARIATIONS ("varied": all of them mixed)
     paths: dict = field(default_factory=dict)  # a real source's files (relative ones from the working directory)
     split: str = "train"  # refcoco: the refs' split to read
     augment: bool = True  # cap3d, scanrefer: the release's point-cloud augmentation, drawn anew each epoch
@@ -256,6 +258,9 @@ def _stage(values: dict, index: int, base_dir: Path) -> StageConfig:
         if task.modality not in TASK_MODALITIES:
             raise TrainConfigError(f"{where}.tasks[{i}].modality is {task.modality!r}: expected one of "
                                    f"{list(TASK_MODALITIES)}")
+        if task.variation not in VARIATIONS or (task.variation != "clean" and task.data != "synthetic"):
+            raise TrainConfigError(f"{where}.tasks[{i}].variation is {task.variation!r}: synthetic data takes one of "
+                                   f"{list(VARIATIONS)}; real data is as it is (leave variation out)")
         if task.data not in DATA_SOURCES:
             raise TrainConfigError(f"{where}.tasks[{i}].data is {task.data!r}: this trainer reads "
                                    f"{list(DATA_SOURCES)} data")

@@ -35,18 +35,20 @@ class PatchAttributeHead(nn.Module):
         return self.linear(tokens).split(self.classes, dim=-1)
 
 
-def patch_targets(objects: list[list[dict]], image_sizes: list[int], grid: int) -> torch.Tensor:
+def patch_targets(objects: list[list[dict]], image_sizes: list[int | tuple[int, int]], grid: int) -> torch.Tensor:
     """(B, 3, grid * grid) long: shape, colour and size class of the object whose box centre lies in each patch.
     `objects[b]`: image b's objects as the synthetic generator lists them ('shape', 'colour', 'size', 'box_xyxy_px'
-    in the pixels of the drawn image, whose side is `image_sizes[b]`)."""
+    in the pixels of the drawn image, whose side, or (height, width), is `image_sizes[b]`; the ViT sees any frame
+    resized to its square, so patches split each axis into `grid` equal parts)."""
     targets = torch.full((len(objects), 3, grid * grid), IGNORE, dtype=torch.long)
     targets[:, 0] = NO_OBJECT
-    for b, (image_objects, side) in enumerate(zip(objects, image_sizes)):
+    for b, (image_objects, size) in enumerate(zip(objects, image_sizes)):
+        height, width = (size, size) if isinstance(size, int) else size
         seen = set()
         for item in image_objects:
             x1, y1, x2, y2 = item["box_xyxy_px"]
-            column = min(int((x1 + x2) / 2 / side * grid), grid - 1)
-            row = min(int((y1 + y2) / 2 / side * grid), grid - 1)
+            column = min(int((x1 + x2) / 2 / width * grid), grid - 1)
+            row = min(int((y1 + y2) / 2 / height * grid), grid - 1)
             patch = row * grid + column
             if patch in seen:  # two centres in one patch: neither can be the patch's answer
                 targets[b, :, patch] = IGNORE
