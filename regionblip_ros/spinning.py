@@ -13,7 +13,9 @@ import traceback
 from collections.abc import Callable
 
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
+
+from regionblip_ros.executor import NodeExecutor
 from rclpy.node import Node
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -25,7 +27,7 @@ def _nothing() -> None:
 
 def spin_until_signal(nodes: list[Node], context: Context, num_threads: int,
                       before_shutdown: Callable[[], None] = _nothing) -> int:
-    """Spin `nodes` on a MultiThreadedExecutor until SIGINT/SIGTERM (or the context shuts down), then call
+    """Spin `nodes` on a NodeExecutor (regionblip_ros/executor.py) until SIGINT/SIGTERM (or the context shuts down), then call
     before_shutdown (which should cancel long work, since the executor waits for running callbacks), destroy
     the nodes and shut the context down. Returns the exit status: 0 after a stop, 1 when the executor died on
     an error. Call from the main thread: only it can receive signals."""
@@ -33,7 +35,7 @@ def spin_until_signal(nodes: list[Node], context: Context, num_threads: int,
     failure: list[BaseException] = []
     names = ", ".join(node.get_name() for node in nodes)
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in STOP_SIGNALS}
-    executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+    executor = NodeExecutor(num_threads=num_threads, context=context)
     for node in nodes:
         executor.add_node(node)
 

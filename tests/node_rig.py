@@ -13,7 +13,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from regionblip_msgs.msg import Region2D, Region2DArray, Region3D, Region3DArray, RegionDescriptionArray
@@ -24,6 +23,7 @@ from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.conversions import numpy_to_image, xyz_to_pointcloud2
 from regionblip_ros.describer_node import RegionDescriber
+from regionblip_ros.executor import NodeExecutor
 
 TIMEOUT_S = 10.0
 QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -85,7 +85,7 @@ class NodeRig:
         self.peer.create_subscription(Image, "annotated_image", self.annotated.append, QOS)
         self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QOS)
         self.client = self.peer.create_client(DescribeRegions, "describe_regions")
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = NodeExecutor(num_threads=4, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)

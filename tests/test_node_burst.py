@@ -31,12 +31,12 @@ import pytest
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from describer_double import DescriberDouble  # noqa: E402
 from node_rig import TIMEOUT_S  # noqa: E402
 from regionblip_ros.describer_node import EXECUTOR_THREADS, RegionDescriber  # noqa: E402
+from regionblip_ros.executor import NodeExecutor  # noqa: E402
 
 RATE_HZ = 30.0
 BURST_S = 20.0
@@ -86,7 +86,7 @@ class BurstRig:
         self.namespace = "/t_" + uuid.uuid4().hex[:10]
         self.node = RegionDescriber(describer=describer, context=context, namespace=self.namespace,
                                     parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        self.executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=context)
+        self.executor = NodeExecutor(num_threads=EXECUTOR_THREADS, context=context)
         self.executor.add_node(self.node)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup installs it)")
 
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from regionblip_msgs.msg import Region2D, Region2DArray, RegionDescriptionArray  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -22,6 +21,7 @@ from std_msgs.msg import Header, String  # noqa: E402
 
 from regionblip_ros.conversions import numpy_to_image  # noqa: E402
 from regionblip_ros.describer_node import OUTPUT_QOS, REGION_QOS, RegionDescriber  # noqa: E402
+from regionblip_ros.executor import NodeExecutor  # noqa: E402
 from tests.bags import copy_bag, descriptions_in, write_bag  # noqa: E402
 from tests.describer_double import DescriberDouble  # noqa: E402
 from tests.node_rig import wait_for  # noqa: E402
@@ -66,7 +66,7 @@ def live_run(tiny_bundle, tmp_path_factory) -> LiveRun:
     sim = SimulatedSensors(SyntheticScenes(), on_detection=on_detection, context=context)
     monitor.create_subscription(RegionDescriptionArray, "descriptions", live.append, OUTPUT_QOS)
     recorder = McapRecorder(monitor, bag, RECORDED)
-    executor = MultiThreadedExecutor(num_threads=5, context=context)
+    executor = NodeExecutor(num_threads=5, context=context)
     for node in (describer, monitor, sim):
         executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)

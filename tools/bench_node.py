@@ -78,14 +78,16 @@ def run_runtime(args) -> dict:
 class LoopbackNode:
     """A region_describer over `bundle` and a peer node that feeds it, in this process, on loopback DDS.
 
-    The node spins as its entry point spins it (a MultiThreadedExecutor of its own); the peer on another
+    The node spins as its entry point spins it (a NodeExecutor of its own); the peer on another
     executor, as it would in another process.
     """
 
     def __init__(self, bundle: Path, tokens: int, regions: int, threads: int | None):
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read when the context starts
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
+
+        from regionblip_ros.executor import NodeExecutor
         from rclpy.parameter import Parameter
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
         from regionblip_msgs.msg import Region2DArray, RegionDescriptionArray
@@ -113,7 +115,7 @@ class LoopbackNode:
         self.regions_pub = self.peer.create_publisher(Region2DArray, "regions_2d", qos)
         self._arrived, self._received = threading.Event(), []
         self.peer.create_subscription(RegionDescriptionArray, "descriptions", self._on_descriptions, qos)
-        self.executors = [MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=self.context),
+        self.executors = [NodeExecutor(num_threads=EXECUTOR_THREADS, context=self.context),
                           SingleThreadedExecutor(context=self.context)]
         self.executors[0].add_node(self.node)
         self.executors[1].add_node(self.peer)

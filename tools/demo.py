@@ -32,7 +32,6 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from PIL import Image as PILImage
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from regionblip_msgs.msg import Region2DArray, Region3DArray, RegionDescriptionArray
@@ -42,6 +41,7 @@ from visualization_msgs.msg import MarkerArray
 
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS, REGION_QOS, SENSOR_QOS
 from regionblip_ros.drawing import annotate
+from regionblip_ros.executor import NodeExecutor
 from regionblip_ros.sync import stamp_to_ns
 from contract.manifest import sha256
 from runtime.bundle import BundleError, load_bundle
@@ -321,7 +321,7 @@ def run(args) -> int:
                                    stdout=log, stderr=subprocess.STDOUT)
     context = Context()
     rclpy.init(args=[PROG, "--ros-args", "--params-file", str(args.config)], context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = NodeExecutor(num_threads=4, context=context)
     monitor = DemoMonitor(out, context=context)
     scenes, synchronized = (SharedScenes(), True) if args.scenes == "shared" else (SyntheticScenes(), False)
     sim = SimulatedSensors(scenes, on_detection=monitor.add_detection, context=context,

@@ -33,7 +33,6 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from regionblip_msgs.msg import RegionDescriptionArray
@@ -45,6 +44,7 @@ from regionblip_ros.bringup import nodes_in
 from regionblip_ros.describer_node import (
     CALLBACK_ERROR, CAMERA, EMPTY_REGIONS, EXECUTOR_THREADS, LIDAR, OUTPUT_QOS, RegionDescriber,
 )
+from regionblip_ros.executor import NodeExecutor
 from regionblip_ros.sync import stamp_to_ns
 from tools.recording import McapRecorder, type_name
 from tools.replay_bag import (
@@ -232,7 +232,7 @@ def replay(args, describer=None) -> int:
         context.try_shutdown()
         raise RuntimeError(f"the region_describer did not start: {error}") from error
     player_node = rclpy.create_node("replay", context=context, namespace=specs[0][0])
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 1, context=context)
+    executor = NodeExecutor(num_threads=EXECUTOR_THREADS + 1, context=context)
     spinner = None
     recorder = None
     try:

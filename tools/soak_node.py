@@ -32,13 +32,13 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from regionblip_msgs.msg import RegionDescriptionArray
 
 from regionblip_ros.bringup import nodes_in
 from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER, OUTPUT_QOS
+from regionblip_ros.executor import NodeExecutor
 from regionblip_ros.sync import stamp_to_ns
 from tools.demo import drain, log_tail, stop_process, wait_for_describer
 from tools.synthetic_scenes import SyntheticScenes
@@ -196,7 +196,7 @@ def run(args) -> int:
         sim = SimulatedSensors(SyntheticScenes(), on_detection=monitor.add_detection, context=context,
                                parameter_overrides=[Parameter(f"{sensor}_rate_hz", value=rate)
                                                     for sensor, rate in RATES_HZ.items()])
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
+        executor = NodeExecutor(num_threads=4, context=context)
         for node in (monitor, sim):
             executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
