@@ -35,3 +35,27 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     assert main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--max-new-tokens", "8"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def onnx_describer(tiny_bundle):
+    """The tiny bundle on ONNX Runtime (CPU), one per test module."""
+    from runtime import Describer
+
+    return Describer.from_bundle(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def torch_describer(tiny_checkpoint):
+    """The tiny checkpoint on the torch backend's transformers reference, one per test module."""
+    from runtime import Describer
+
+    return Describer.from_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def static_describer(tiny_checkpoint):
+    """The tiny checkpoint on the torch backend's static-cache decoder, one per test module."""
+    from runtime import Describer
+
+    return Describer.from_checkpoint(tiny_checkpoint, decoder="static")

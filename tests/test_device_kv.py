@@ -15,6 +15,7 @@ from runtime.device_memory import NumpyMemory
 from runtime.decoding import decode
 from runtime.graph_engine import GraphEngine
 from runtime.onnx_runner import OnnxRunner, OrtMemory
+from tests.device_engines import KINDS, device_and_host
 
 ROWS, HEADS, HEAD_DIM = 3, 2, 4
 TOP_K = 16  # export/llm.py's TOP_K: the ranked tokens the graph returns per row
@@ -159,15 +160,10 @@ def describe(bundle, engine, region_inputs, **settings):
 
 
 @pytest.mark.parametrize("num_beams", [1, 3], ids=["greedy", "3 beams"])
-@pytest.mark.parametrize("kind", ["onnxruntime io binding", "numpy stand-in"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_decoding_with_the_cache_on_the_device_chooses_exactly_what_numpy_feeds_choose(bundle, runner, region_inputs,
                                                                                        num_beams, kind):
-    device = GraphEngine(bundle, runner, device_kv=True)
-    if kind == "numpy stand-in":
-        device.memory = NumpyMemory(runner, bundle.manifest.graphs, device.transfers)
-    else:
-        assert isinstance(device.memory, OrtMemory)
-    host = GraphEngine(bundle, runner, device_kv=False)
+    device, host = device_and_host(bundle, runner, kind)
     ours = describe(bundle, device, region_inputs, num_beams=num_beams, min_new_tokens=2)
     theirs = describe(bundle, host, region_inputs, num_beams=num_beams, min_new_tokens=2)
     assert [d.token_ids for d in ours] == [d.token_ids for d in theirs]

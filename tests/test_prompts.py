@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from contract.generation import MAX_PROMPT_TOKENS
-from runtime import Describer
 from runtime.bundle import load_bundle
-from runtime.device_memory import NumpyMemory
 from runtime.graph_engine import GraphEngine
-from runtime.onnx_runner import OnnxRunner, OrtMemory
+from runtime.onnx_runner import OnnxRunner
 from tests.describer_inputs import BOXES, CORNERS, IMAGE, SCENE
+from tests.device_engines import KINDS, device_and_host
 
 QUESTION = "Question: what colour is it? Answer:"  # 32 tokens in the default tokenizer: the longest a prompt may be
 # Four regions: no prompt, the longest, and two others of different lengths (10 and 1 tokens)
@@ -19,21 +18,6 @@ PROMPTS = ["", QUESTION, "what shape?", "a"]
 REGIONS = BOXES + [[5, 10, 50, 40]]
 TOO_LONG = "red " * 40
 TOP_K = 16  # export/llm.py's TOP_K
-
-
-@pytest.fixture(scope="module")
-def onnx_describer(tiny_bundle):
-    return Describer.from_bundle(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
-def torch_describer(tiny_checkpoint):
-    return Describer.from_checkpoint(tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def static_describer(tiny_checkpoint):
-    return Describer.from_checkpoint(tiny_checkpoint, decoder="static")
 
 
 BACKENDS = ["onnx_describer", "torch_describer", "static_describer"]
@@ -125,16 +109,11 @@ def region_inputs(describer):
 
 
 @pytest.mark.parametrize("num_beams", [1, 3], ids=["greedy", "3 beams"])
-@pytest.mark.parametrize("kind", ["onnxruntime io binding", "numpy stand-in"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_device_kv_cache_decodes_prompts_as_numpy_feeds_do(onnx_describer, tiny_bundle, kind, num_beams):
     bundle = load_bundle(tiny_bundle)
     runner = OnnxRunner(bundle)
-    device = GraphEngine(bundle, runner, device_kv=True)
-    if kind == "numpy stand-in":
-        device.memory = NumpyMemory(runner, bundle.manifest.graphs, device.transfers)
-    else:
-        assert isinstance(device.memory, OrtMemory)
-    host = GraphEngine(bundle, runner, device_kv=False)
+    device, host = device_and_host(bundle, runner, kind)
     # min_new_tokens = max_new_tokens: every row runs to the end, so the cache reaches its full length
     settings = dataclasses.replace(bundle.manifest.generation, num_beams=num_beams, max_new_tokens=8,
                                    min_new_tokens=8)

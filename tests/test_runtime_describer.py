@@ -12,16 +12,6 @@ from runtime.cli import main as describe_main
 from tests.describer_inputs import BOXES, CALLS, CORNERS, IMAGE, SCENE
 
 
-@pytest.fixture(scope="module")
-def onnx_describer(tiny_bundle):
-    return Describer.from_bundle(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
-def torch_describer(tiny_checkpoint):
-    return Describer.from_checkpoint(tiny_checkpoint)
-
-
 @pytest.mark.parametrize("modality", list(CALLS))
 def test_onnxruntime_and_torch_backends_give_the_same_greedy_tokens(onnx_describer, torch_describer, modality):
     for describer in (onnx_describer, torch_describer):

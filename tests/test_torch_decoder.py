@@ -8,13 +8,13 @@ from tests.describer_inputs import CALLS
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_checkpoint):
-    return Describer.from_checkpoint(tiny_checkpoint)
+def reference(torch_describer):  # tests/conftest.py's, named for what it is here
+    return torch_describer
 
 
 @pytest.fixture(scope="module")
-def static(tiny_checkpoint):
-    return Describer.from_checkpoint(tiny_checkpoint, decoder="static")
+def static(static_describer):
+    return static_describer
 
 
 def both(reference, static, modality, **settings):
