@@ -10,6 +10,7 @@ TensorRT engines (runtime/tensorrt_runner.py).
 """
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,9 +71,9 @@ class DeviceArray:
         return dataclasses.replace(self, shape=shape)
 
 
-class DeviceMemory:
-    """What the three kinds share: allocation sizes, transfer counting and argument checks. A kind implements
-    _allocate, _upload, _download, _gather, run and tensor_dtype."""
+class DeviceMemory(ABC):
+    """What the three kinds share: allocation sizes, transfer counting and argument checks. A kind implements the
+    abstract methods: _allocate, _upload, _download, _gather, run and tensor_dtype."""
 
     def __init__(self, transfers: Transfers | None = None):
         self.transfers = transfers if transfers is not None else Transfers()
@@ -108,26 +109,30 @@ class DeviceMemory:
                                  "of the pair, then swap")
         self._gather(sources, self.upload(rows, np.int64), outputs)
 
+    @abstractmethod
     def _allocate(self, capacity: int, dtype: np.dtype) -> Any:
-        raise NotImplementedError
+        """A flat buffer of `capacity` elements of `dtype`, uninitialised."""
 
+    @abstractmethod
     def _upload(self, flat: np.ndarray) -> Any:
-        raise NotImplementedError
+        """A device buffer holding a copy of the 1-D array `flat`."""
 
+    @abstractmethod
     def _download(self, array: DeviceArray) -> np.ndarray:
-        raise NotImplementedError
+        """A host copy of `array`."""
 
+    @abstractmethod
     def _gather(self, sources: list[DeviceArray], rows: DeviceArray, outputs: list[DeviceArray]) -> None:
-        raise NotImplementedError
+        """outputs[i] = sources[i][rows] along axis 0, on the device (arguments checked by gather)."""
 
+    @abstractmethod
     def run(self, graph: str, inputs: dict[str, DeviceArray], outputs: dict[str, DeviceArray]) -> None:
         """Run `graph` on `inputs`, writing the outputs named in `outputs` into them; the graph's other outputs
         stay on the device and are dropped."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tensor_dtype(self, graph: str, name: str) -> np.dtype:
         """The dtype `graph` declares for its input or output `name`: what buffers bound to it must hold."""
-        raise NotImplementedError
 
 
 class NumpyMemory(DeviceMemory):
