@@ -46,12 +46,13 @@ from regionblip_ros.describer_node import (
 )
 from regionblip_ros.executor import NodeExecutor
 from regionblip_ros.sync import stamp_to_ns
+from tools.latency import percentiles_ms
 from tools.recording import McapRecorder, type_name
 from tools.replay_bag import (
     CLOCK_TOPIC, CLOCK_TYPE, FRAME_MODALITY, REGION_MODALITY, messages, parse_remap, plan_replay, read_channels,
     read_descriptions, read_truths,
 )
-from tools.replay_summary import Tally, accuracy, agreement, modality_counts, percentiles, summary_table, write_csv
+from tools.replay_summary import Tally, accuracy, agreement, modality_counts, summary_table, write_csv
 
 PROG = "python -m tools.replay"
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,7 +282,7 @@ def replay(args, describer=None) -> int:
                    "ground_truth": plan.truth and plan.truth.topic,
                    "live_descriptions": plan.reference and plan.reference.topic},
         "modalities": modalities,
-        "latency_ms": percentiles([answer[1] for answer in tally.answers]),
+        "latency_ms": percentiles_ms([answer[1] for answer in tally.answers]),
         "accuracy": {modality: scores[modality]["exact_match"] for modality in scores},
         "live_agreement": agreement(tally.texts, live),
         "unmatched_description_arrays": tally.unmatched,

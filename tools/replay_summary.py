@@ -15,19 +15,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from regionblip_msgs.msg import RegionDescriptionArray
 
 from regionblip_ros.sync import stamp_to_ns
+from tools.latency import PERCENTILES, percentiles_ms
 
-PERCENTILES = (50, 90, 99)
 DIFFERENCES_SHOWN = 5  # differing (live, replayed) texts quoted in the summary
 
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {f"p{p}": None for p in PERCENTILES}
-    return {f"p{p}": round(float(v), 1) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
 
 
 @dataclass
@@ -147,8 +141,8 @@ def modality_counts(tally: Tally, node_received: dict[str, dict[str, int]], jobs
             "region_arrays_unanswered": len(sent) - len(answers),
             "jobs_dropped_by_node": jobs_dropped.get(modality, 0),
             "regions_described": sum(a[3] for a in answers),
-            "latency_ms": percentiles([a[1] for a in answers]),
-            "inference_ms": percentiles([a[2] for a in answers]),
+            "latency_ms": percentiles_ms([a[1] for a in answers]),
+            "inference_ms": percentiles_ms([a[2] for a in answers]),
             "accuracy": scores.get(modality),
         }
     return counts

@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
@@ -41,6 +40,7 @@ from regionblip_ros.describer_node import CAMERA, LIDAR, NODE_NAME as DESCRIBER,
 from regionblip_ros.executor import NodeExecutor
 from regionblip_ros.sync import stamp_to_ns
 from tools.demo import drain, log_tail, stop_process, wait_for_describer
+from tools.latency import percentiles_ms
 from tools.synthetic_scenes import SyntheticScenes
 from tools.sim_sensors import Detection, SimulatedSensors
 
@@ -50,7 +50,6 @@ SENSORS = (CAMERA, LIDAR)
 RATES_HZ = {CAMERA: 30.0, LIDAR: 10.0}
 REPORT_EVERY_S = 60.0
 UNANSWERED_AFTER_S = 30.0  # a region array unanswered this long was dropped by the node: stop holding it
-PERCENTILES = (50, 90, 99)
 
 
 class SoakMonitor(Node):
@@ -123,11 +122,6 @@ def rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024  # kB
     raise RuntimeError(f"/proc/{pid}/status has no VmRSS line: is {pid} a zombie?")
 
-
-def percentiles_ms(milliseconds: list[float]) -> dict:
-    if not milliseconds:
-        return {f"p{p}": None for p in PERCENTILES}
-    return {f"p{p}": round(float(v), 1) for p, v in zip(PERCENTILES, np.percentile(milliseconds, PERCENTILES))}
 
 
 def difference(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
