@@ -7,7 +7,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_INPUTS := requirements.txt requirements-ros.txt constraints.txt setup.py setup.cfg package.xml \
-	tools/setup_venv.sh regionblip_msgs/CMakeLists.txt regionblip_msgs/package.xml \
+	tools/setup_venv.sh regionblip_msgs/CMakeLists.txt regionblip_msgs/cmake/repoint_pip_wheel_includes.cmake \
+	regionblip_msgs/package.xml \
 	$(sort $(wildcard regionblip_msgs/msg/*.msg regionblip_msgs/srv/*.srv))
 SETUP_KEY := $(shell cat $(SETUP_INPUTS) | sha256sum | cut -c1-16)$(if $(ROS_DISTRO),-$(ROS_DISTRO))
 STAMP := $(VENV)/.setup-$(SETUP_KEY)
