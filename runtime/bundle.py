@@ -53,6 +53,12 @@ class Bundle:
     def graph_inputs(self, name: str) -> list[str]:
         return self.graph(name).input_names
 
+    @property
+    def takes_prompts(self) -> bool:
+        """Whether the llm graph takes text prompts (its padding input, export/llm.py); bundles exported before
+        text prompts have none."""
+        return "padding" in self.graph_inputs("llm")
+
     def checkpoint(self) -> Path:
         """The checkpoint the bundle was exported from, for the torch backend; BundleError when it is not there."""
         recorded = self.manifest.source.checkpoint

@@ -88,7 +88,7 @@ class DeviceLanguageModelStep:
         self.past_names = llm.past_names
         self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
         self.takes_bias = "log_prob_bias" in graph.input_names
-        self.takes_padding = "padding" in graph.input_names  # bundles exported before text prompts lack it
+        self.takes_padding = bundle.takes_prompts
         self.path = bundle.path
         # An fp16 engine's cache is fp16: the buffers hold what the graph declares.
         self.kv_dtype = memory.tensor_dtype("llm", self.past_names[0])

@@ -48,7 +48,7 @@ class LanguageModelGraph:
         self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
         self._no_bias = np.zeros(self.vocab_size, np.float32)  # what the logits call feeds a graph that ranks
         self.path = bundle.path
-        self.takes_padding = "padding" in graph.input_names  # bundles exported before text prompts lack it
+        self.takes_padding = bundle.takes_prompts
 
     def __call__(self, prefix_embeds, input_ids, past, padding=None):
         feeds = self._feeds(prefix_embeds, input_ids, past, self._no_bias, padding)
@@ -134,7 +134,7 @@ class GraphEngine:
     @property
     def takes_prompts(self) -> bool:
         """Whether the bundle's llm graph takes text prompts (its padding input)."""
-        return "padding" in self.bundle.graph("llm").input_names
+        return self.bundle.takes_prompts
 
     def features(self, modality: str, frames: np.ndarray) -> np.ndarray:
         if modality in POINT_MODALITIES:

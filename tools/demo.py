@@ -77,7 +77,7 @@ def cached_bundle(checkpoint: Path, bundle: Path) -> bool:
         return False
     manifest = loaded.manifest
     return (manifest.source.model_sha256 == sha256(checkpoint / "model.safetensors")
-            and set(MODALITY.values()) <= set(manifest.modalities) and "padding" in loaded.graph_inputs("llm"))
+            and set(MODALITY.values()) <= set(manifest.modalities) and loaded.takes_prompts)
 
 
 def export_bundle(checkpoint: Path, bundle: Path) -> None:
