@@ -43,7 +43,13 @@ def merged_copy(module: nn.Module, adapter: str | None) -> nn.Module:
 
 
 class StackedLoRALinear(nn.Module):
-    """y = x W^T + b + scale_a * (x A_a^T) B_a^T, with the adapter a chosen per batch row."""
+    """y = x W^T + b + scale_a * (x A_a^T) B_a^T, with the adapter a chosen per batch row.
+
+    Every adapter's A is one (n r, in) matrix and every B one (out, n r) matrix, so each row takes two plain
+    MatMuls: x times all of A, each row's own r columns kept by a 0/1 mask of its adapter id (id n, no adapter,
+    keeps none), then times all of B. Gathering each row's own A and B instead (a copy of both per row, then Einsums)
+    made the bench preset's 16-row steps slower on ONNX Runtime, 2 threads: decode 12.1 ms against 11.1 ms this
+    way, prefill 71 ms against 53 ms (issue #19)."""
 
     def __init__(self, module: nn.Module, adapters: list[str]):
         super().__init__()
@@ -55,10 +61,12 @@ class StackedLoRALinear(nn.Module):
                 raise ValueError(f"adapter {name!r} is not in the language model: export only trained modalities")
             a.append(lora.lora_A[name].weight)
             b.append(lora.scaling[name] * lora.lora_B[name].weight)  # scale folded into B
-        # The extra last row is all zeros: adapter id len(adapters) runs the base weights alone.
-        self.lora_a = nn.Parameter(torch.cat([torch.stack(a), torch.zeros_like(a[0])[None]]).detach())
-        self.lora_b = nn.Parameter(torch.cat([torch.stack(b), torch.zeros_like(b[0])[None]]).detach())
+        rank = a[0].shape[0]
+        self.lora_a = nn.Parameter(torch.cat(a).detach())  # (n r, in)
+        self.lora_b = nn.Parameter(torch.cat(b, dim=1).detach())  # (out, n r)
+        self.register_buffer("block_adapter", torch.arange(len(adapters)).repeat_interleave(rank))  # (n r,)
 
     def forward(self, x: torch.Tensor, adapter_ids: torch.Tensor) -> torch.Tensor:
-        low_rank = torch.einsum("bti,bri->btr", x, self.lora_a[adapter_ids])  # (B, T, r)
-        return F.linear(x, self.weight, self.bias) + torch.einsum("btr,bor->bto", low_rank, self.lora_b[adapter_ids])
+        own = (self.block_adapter == adapter_ids[:, None]).to(x.dtype)[:, None]  # (B, 1, n r)
+        low_rank = F.linear(x, self.lora_a) * own  # (B, T, n r): each row's own adapter's r columns
+        return F.linear(x, self.weight, self.bias) + F.linear(low_rank, self.lora_b)

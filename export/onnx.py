@@ -32,7 +32,7 @@ from export.bundle import copy_tokenizer, staging_directory, write_manifest
 from export.checkpoint import CheckpointWeights
 from export.external_data import attach_weights, graph_files
 from export.graphs import Graph, build_graph, graph_names, llm_adapters, weight_prefixes
-from export.quantize import BITS, PRECISIONS, QUANTIZED_GRAPHS, reduce_precision
+from export.quantize import PRECISIONS, QUANTIZE, reduce_precision, reduces
 from export.trt_profiles import random_padding
 from export.vision_resize import set_image_size
 from training.modeling_regionblip import RegionBLIP
@@ -218,7 +218,7 @@ def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: 
                 raise RuntimeError(f"graph {name}: ONNX Runtime differs from PyTorch by {error:.2e} "
                                    f"(> {PARITY_TOLERANCE}): the export is wrong, please report it")
             rows.append((name, "fp32", files_mb(path), time.perf_counter() - start, error, peak_rss_gb()))
-            if name in QUANTIZED_GRAPHS and precision != "fp32":
+            if reduces(name, precision):
                 checks[name] = (feeds, expected)
         copy_tokenizer(checkpoint, staging)
         adapters = llm_adapters(modalities)
@@ -291,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                         help="float precision of the vision and LLM graphs (default fp32; fp16 keeps Softmax and "
                              "the graphs' inputs and outputs fp32)")
-    parser.add_argument("--quantize", choices=tuple(BITS), default=None,
-                        help="weight-only, block-wise quantization of the vision and LLM graphs' MatMul weights "
-                             "(ONNX Runtime's MatMulNBits; activations stay fp32). -a8: the kernels also multiply "
-                             "in int8, activations quantized per block: faster when compute-bound, less exact")
+    parser.add_argument("--quantize", choices=QUANTIZE, default=None,
+                        help="int8/int4: weight-only, block-wise quantization of the vision and LLM graphs' MatMul "
+                             "weights (ONNX Runtime's MatMulNBits; activations stay fp32). -a8: the kernels also "
+                             "multiply in int8, activations quantized per block: faster when compute-bound, less "
+                             "exact. int8-dynamic: ONNX Runtime's dynamic quantization of the vision, Q-Former and "
+                             "LLM graphs, int8 GEMMs (AMX/VNNI): the fastest on an x86 CPU robot")
     return parser
 
 

@@ -38,6 +38,11 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         if threads:
             options.intra_op_num_threads = threads
+        # Each session has a thread pool of its own, whose threads spin for a while after each run: a bundle's
+        # sessions (vision, Q-Former, LLM) take turns, so the idle pools' spinning took the cores from the busy
+        # one. Without spinning, the bench preset's 16-region frame took 361-396 ms on 2 threads against 536-559
+        # ms (vision 20-23 ms against 48-65, Q-Former 27-33 against 87-93; issue #19).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.options, self.providers = options, providers
         self.sessions = {name: _session(bundle.graph_path(name), options, providers)
                          for name in bundle.manifest.graphs}

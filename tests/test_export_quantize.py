@@ -1,5 +1,5 @@
-"""export.onnx --precision fp16 / --quantize int8|int4: the vision and LLM graphs rewritten with ONNX Runtime's
-tools, recorded in the manifest, and loaded by the runtime without a flag."""
+"""export.onnx --precision fp16 / --quantize int8|int4|...: the vision and LLM graphs (int8-dynamic: the Q-Formers
+too) rewritten with ONNX Runtime's tools, recorded in the manifest, and loaded by the runtime without a flag."""
 import numpy as np
 import onnx
 import pytest
@@ -17,7 +17,7 @@ SCENE = RNG.normal(size=(400, 3)).astype(np.float32)
 CORNERS = box_corners(np.array([[0, 0, 0]]), np.array([[1, 1, 1]]), yaw_to_matrix(np.array([0.3])))
 
 
-@pytest.fixture(scope="module", params=["fp16", "int8", "int4", "int4-a8"])
+@pytest.fixture(scope="module", params=["fp16", "int8", "int4", "int4-a8", "int8-dynamic"])
 def variant(request, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("variants") / request.param
     flag = ["--precision", "fp16"] if request.param == "fp16" else ["--quantize", request.param]
@@ -38,12 +38,13 @@ def test_the_manifest_records_the_precision_and_the_runtime_loads_it_without_a_f
     assert len(regions) == 2 and len(points) == 1
 
 
-def test_only_the_vision_and_llm_graphs_change(variant, tiny_bundle):
+def test_only_the_vision_and_llm_graphs_change_and_int8_dynamic_the_qformers_too(variant, tiny_bundle):
     precision, bundle = variant
     manifest, reference = load_bundle(bundle).manifest, load_bundle(tiny_bundle).manifest
     changed = {name for name, graph in manifest.graphs.items()
                if manifest.graph_sha256(name) != reference.graph_sha256(name)}
-    assert changed == {"vision", "llm"}
+    qformers = {name for name in manifest.graphs if name.startswith("qformer_")}
+    assert changed == {"vision", "llm"} | (qformers if precision == "int8-dynamic" else set())
 
 
 def test_quantized_graphs_have_no_fp32_matmul_weight_left_and_fp16_graphs_no_fp32_weight(variant):
@@ -54,6 +55,10 @@ def test_quantized_graphs_have_no_fp32_matmul_weight_left_and_fp16_graphs_no_fp3
         matmul_weights = [n.input[1] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
         if precision == "fp16":
             assert matmul_weights and all(weights[w] == onnx.TensorProto.FLOAT16 for w in matmul_weights)
+        elif precision == "int8-dynamic":
+            assert matmul_weights == []
+            integer = [n for n in model.graph.node if n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
+            assert integer and all(weights[n.input[1]] == onnx.TensorProto.INT8 for n in integer)
         else:
             assert matmul_weights == []
             nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]

@@ -46,3 +46,9 @@ def test_the_cli_tunes_in_one_line(bundle, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "is fastest here" in out[0]
     assert recorded_threads(bundle) is not None
+
+
+def test_idle_sessions_do_not_spin(tiny_bundle):
+    # A bundle's sessions take turns; a spinning idle pool took the cores from the busy one (runtime/onnx_runner.py).
+    sessions = Describer.from_bundle(tiny_bundle, threads=2).engine.runner.sessions.values()
+    assert {s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") for s in sessions} == {"0"}

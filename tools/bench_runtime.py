@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.quantize import QUANTIZE
+
 FRAME_SIZE = (480, 640)  # camera frame, H x W
 PREFIX_LENGTH = 33  # soft-prompt rows fed with BOS before the timed decode steps: a 34-token KV cache
 READ_BUFFER_MB = 256  # the read-bandwidth buffer: 8x the 32 MiB L3 of the machine the README's numbers come from
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--baseline-threads", type=thread_counts, default=[1, 2],
                         help="torch thread counts tried for the batched baseline, comma-separated (default 1,2)")
-    parser.add_argument("--quantized", choices=("int8", "int4", "int8-a8", "int4-a8"),
+    parser.add_argument("--quantized", choices=QUANTIZE,
                         help="also time the runtime on this quantized variant of the bundle (export.onnx --quantize), "
                              "against the same peer and against the fp32 runtime, with its token agreement")
     parser.add_argument("--worker", choices=("onnxruntime", "torch", "batched", "per-crop"), help=argparse.SUPPRESS)
