@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from contract.cli import OneLineParser
+from export.quantize import QUANTIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m tools.bench_release"
-VARIANTS = {"fp32": [], "fp16": ["--precision", "fp16"], "int8": ["--quantize", "int8"],
-            "int4": ["--quantize", "int4"], "int8-a8": ["--quantize", "int8-a8"], "int4-a8": ["--quantize", "int4-a8"]}
+VARIANTS = {"fp32": [], "fp16": ["--precision", "fp16"], **{variant: ["--quantize", variant] for variant in QUANTIZE}}
 DEFINITIONS = {
     "export.seconds, export.peak_rss_gb": "wall time and peak resident memory (GiB) of the export process alone",
     "bundle_gb": "bytes of the bundle's files on disk, GiB",
