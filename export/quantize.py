@@ -22,6 +22,7 @@ fp16: float weights and activations of the same two graphs in fp16 (ONNX Runtime
 
 Only the weights need quantizing, so no calibration data (and no GPU) is involved.
 """
+import logging
 import tempfile
 from pathlib import Path
 
@@ -84,9 +85,27 @@ def _to_nbits(path: str, bits: int, accuracy_level: int | None):
 def _to_dynamic_int8(path: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # MatMulConstBOnly: only products with a constant weight; attention's activation x activation MatMuls stay fp32.
-    quantize_dynamic(path, out, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                     use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+    # quantize_dynamic asks on the root logger, every call, for a shape-inference pass that static (calibrated)
+    # quantization wants; dynamic quantization reads only the weights, so the advice is left out of the export's output.
+    advice = _Without("Please consider to run pre-processing before quantization")
+    logging.getLogger().addFilter(advice)
+    try:
+        # MatMulConstBOnly: only products with a constant weight; attention's activation x activation MatMuls stay fp32.
+        quantize_dynamic(path, out, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                         use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+class _Without(logging.Filter):
+    """Drops log records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 def _to_fp16(model):
