@@ -5,6 +5,7 @@ written do not fit in 24 GB together. `CheckpointWeights` checks the directory o
 shapes, tokenizer) without loading a weight, then `model(prefixes)` builds a RegionBLIP whose other weights stay
 on PyTorch's meta device (no memory) and reads the prefixed ones from the safetensors file.
 """
+import math
 from pathlib import Path
 
 import torch
@@ -60,6 +61,10 @@ class CheckpointWeights:
         except Exception as error:  # safetensors raises its own error types for a damaged header or size
             raise ValueError(f"checkpoint {self.directory} has a {WEIGHTS_NAME} that cannot be read "
                              f"({type(error).__name__}: {error}): {SAVE_HINT}") from error
+
+    def fp32_bytes(self, prefixes: tuple[str, ...]) -> int:
+        """Bytes of the weights under `prefixes` in fp32, as an exported graph stores them (read from the header)."""
+        return 4 * sum(math.prod(shape) for key, shape in self._shapes.items() if key.startswith(prefixes))
 
     def _skeleton(self) -> RegionBLIP:
         """The model of the config with every weight on the meta device."""

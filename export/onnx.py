@@ -32,7 +32,7 @@ from export.bundle import copy_tokenizer, staging_directory, write_manifest
 from export.checkpoint import CheckpointWeights
 from export.external_data import attach_weights, graph_files
 from export.graphs import Graph, build_graph, graph_names, llm_adapters, weight_prefixes
-from export.quantize import PRECISIONS, QUANTIZE, reduce_precision, reduces
+from export.quantize import PRECISIONS, QUANTIZE, check_memory, reduce_precision, reduces
 from export.trt_profiles import random_padding
 from export.vision_resize import set_image_size
 from training.modeling_regionblip import RegionBLIP
@@ -191,6 +191,9 @@ def export_bundle(checkpoint: Path, out: Path, modalities: list[str], decoding: 
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     source = CheckpointWeights(checkpoint)
+    reduced = [source.fp32_bytes(weight_prefixes(name, source.config))
+               for name in graph_names(modalities) if reduces(name, precision)]
+    check_memory(precision, max(reduced, default=0))
     checkpoint, out = Path(checkpoint), Path(out)
 
     def model_for(name: str | None) -> RegionBLIP:

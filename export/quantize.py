@@ -38,6 +38,37 @@ FP32_OPS = ("Softmax",)
 PRECISIONS = ("fp32", "fp16", *QUANTIZE)
 
 
+# quantize_dynamic holds a graph's fp32 weights and their quantized copies at once: the release size's LLM graph
+# (9.9 GiB) was killed by the kernel on a machine with 23.6 GiB of RAM (2026-12-06), where MatMulNBits quantized it
+# in 14.1 GB peak. So it needs more than 2.38 times the graph; how much more is not measured.
+DYNAMIC_MEMORY_FACTOR = 2.4
+
+
+def check_memory(precision: str, largest_graph_bytes: int, available: int | None = None) -> None:
+    """Refuse, before any graph is exported, an int8-dynamic export that cannot fit in this machine's memory: a
+    process the kernel kills leaves no message. `available`: bytes (default: /proc/meminfo's MemAvailable; no
+    check where that cannot be read)."""
+    if precision != DYNAMIC:
+        return
+    available = _available_memory() if available is None else available
+    needed = DYNAMIC_MEMORY_FACTOR * largest_graph_bytes
+    if available is not None and needed > available:
+        raise ValueError(f"--quantize {DYNAMIC} holds a graph's fp32 weights and their int8 copies at once: more than "
+                         f"{needed / 2**30:.1f} GiB for the largest graph here ({largest_graph_bytes / 2**30:.1f} GiB) "
+                         f"and this machine has {available / 2**30:.1f} GiB available; export it on a machine with "
+                         "more memory (the bundle runs anywhere), or use --quantize int8-a8 or int4-a8")
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def reduces(graph: str, precision: str) -> bool:
     """Whether a `precision` bundle rewrites graph `graph` (fp32: none)."""
     if precision == "fp32":

@@ -75,3 +75,25 @@ def test_quantize_and_fp16_together_are_refused(tiny_checkpoint, tmp_path, capsy
 def test_tensorrt_refuses_reduced_precision_onnx(tiny_checkpoint, tmp_path, capsys):
     assert trt_main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--quantize", "int4"]) == 2
     assert "TensorRT engines are built from the fp32 graphs" in capsys.readouterr().err
+
+
+def test_an_int8_dynamic_export_that_cannot_fit_in_memory_is_refused_before_it_starts(tiny_checkpoint, tmp_path,
+                                                                                       capsys, monkeypatch):
+    # quantize_dynamic was killed by the kernel at the release size (export/quantize.py): a killed process says nothing.
+    monkeypatch.setattr("export.quantize._available_memory", lambda: 1000)
+    out = tmp_path / "b"
+    assert export_main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--quantize", "int8-dynamic"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--quantize int8-dynamic holds a graph's fp32 weights" in error
+    assert "use --quantize int8-a8 or int4-a8" in error and not out.exists()
+    assert export_main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--quantize", "int8-a8"]) == 0  # unchecked
+
+
+def test_the_memory_check_needs_more_than_the_measured_failure():
+    from export.quantize import DYNAMIC_MEMORY_FACTOR, check_memory
+
+    graph = 10 * 2**30
+    check_memory("int8-dynamic", graph, available=int(DYNAMIC_MEMORY_FACTOR * graph) + 1)
+    check_memory("int4-a8", graph, available=1)  # only int8-dynamic holds two copies
+    with pytest.raises(ValueError, match="more than 24.0 GiB for the largest graph here"):
+        check_memory("int8-dynamic", graph, available=int(DYNAMIC_MEMORY_FACTOR * graph) - 1)
