@@ -86,19 +86,17 @@ def reduce_precision(graph_path: Path, precision: str) -> list[Path]:
         return graph_files(graph_path)
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=graph_path.parent) as scratch:
         scratch_graph = Path(scratch) / graph_path.name
-        if precision == DYNAMIC:
+        if precision == DYNAMIC:  # ONNX Runtime's quantize_dynamic writes the graph itself
             _to_dynamic_int8(graph_path, scratch_graph)
-            for old in graph_files(graph_path):
-                old.unlink()
-            return gather_weights(scratch_graph, graph_path.parent)
-        if precision == "fp16":
-            model = _to_fp16(onnx.load(str(graph_path)))
         else:
-            level = INT8_COMPUTE if precision.endswith("-a8") else None
-            model = _to_nbits(str(graph_path), BITS[precision], level)
-        onnx.save_model(model, str(scratch_graph), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=scratch_graph.name + ".weights", size_threshold=1024)
-        del model
+            if precision == "fp16":
+                model = _to_fp16(onnx.load(str(graph_path)))
+            else:
+                level = INT8_COMPUTE if precision.endswith("-a8") else None
+                model = _to_nbits(str(graph_path), BITS[precision], level)
+            onnx.save_model(model, str(scratch_graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=scratch_graph.name + ".weights", size_threshold=1024)
+            del model
         for old in graph_files(graph_path):
             old.unlink()
         return gather_weights(scratch_graph, graph_path.parent)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
 
 from regionblip_ros.executor import NodeExecutor
-from rclpy.node import Node
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,10 +27,10 @@ def _nothing() -> None:
 
 def spin_until_signal(nodes: list[Node], context: Context, num_threads: int,
                       before_shutdown: Callable[[], None] = _nothing) -> int:
-    """Spin `nodes` on a NodeExecutor (regionblip_ros/executor.py) until SIGINT/SIGTERM (or the context shuts down), then call
-    before_shutdown (which should cancel long work, since the executor waits for running callbacks), destroy
-    the nodes and shut the context down. Returns the exit status: 0 after a stop, 1 when the executor died on
-    an error. Call from the main thread: only it can receive signals."""
+    """Spin `nodes` on a NodeExecutor (regionblip_ros/executor.py) until SIGINT/SIGTERM (or the context shuts
+    down), then call before_shutdown (which should cancel long work, since the executor waits for running
+    callbacks), destroy the nodes and shut the context down. Returns the exit status: 0 after a stop, 1 when the
+    executor died on an error. Call from the main thread: only it can receive signals."""
     stop = threading.Event()
     failure: list[BaseException] = []
     names = ", ".join(node.get_name() for node in nodes)

@@ -131,11 +131,6 @@ class GraphEngine:
         max_length = prompt.shape[1] + text_length + settings.max_new_tokens - 1
         return DeviceLanguageModelStep(self.memory, self.bundle, adapter_ids, max_length)
 
-    @property
-    def takes_prompts(self) -> bool:
-        """Whether the bundle's llm graph takes text prompts (its padding input)."""
-        return self.bundle.takes_prompts
-
     def features(self, modality: str, frames: np.ndarray) -> np.ndarray:
         if modality in POINT_MODALITIES:
             return self.runner.run("point_encoder", {"points": frames})[0]
@@ -159,7 +154,7 @@ class GraphEngine:
         prompt tokens (BOS not included; empty for none), or None. Raises Cancelled between graphs and decode steps
         once `cancelled()` is true."""
         text_length = 1 + max(map(len, prompt_ids or ()), default=0)
-        if text_length > 1 and not self.takes_prompts:
+        if text_length > 1 and not self.bundle.takes_prompts:
             raise ValueError(cannot_pad(self.bundle.path))
         timings, start = {}, time.perf_counter()
         features = self.features(modality, frames)

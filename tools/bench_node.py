@@ -86,11 +86,11 @@ class LoopbackNode:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read when the context starts
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-
-        from regionblip_ros.executor import NodeExecutor
         from rclpy.parameter import Parameter
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
         from regionblip_msgs.msg import Region2DArray, RegionDescriptionArray
+
+        from regionblip_ros.executor import NodeExecutor
         from sensor_msgs.msg import Image
 
         from regionblip_ros.describer_node import EXECUTOR_THREADS, RegionDescriber

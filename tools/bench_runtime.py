@@ -13,10 +13,10 @@ that a change in the machine's load falls on all of them:
 Every description is exactly --tokens tokens long everywhere (min = max new tokens), so the ratios
 compare the same work. Each round the onnxruntime worker also times a decode step at batch 1 and at
 --regions rows, and measures what bounds it: the read bound (bytes of LLM weights a step reads ÷ the
-read bandwidth of numpy .max() over a buffer as large as those weights, read again and again as decode steps read
-them, from whichever cache level holds them) and the compute bound (the step's
-FLOPs ÷ numpy's fp32 GEMM rate at that batch, at the runtime's thread count). The JSON's
-"definitions" says what each number is.
+read bandwidth of numpy .max() over a buffer as large as those weights, read again and again as decode
+steps read them, from whichever cache level holds them) and the compute bound (the step's FLOPs ÷ numpy's
+fp32 GEMM rate at that batch, at the runtime's thread count). The JSON's "definitions" says what each
+number is.
 
 The model has random weights at the preset's sizes (no hub here); speed does not depend on them.
 This tool builds and exports that model, so it imports training/ and export/ as well as runtime/.
