@@ -82,24 +82,28 @@ class ExportableOPT(nn.Module):
             parts.attention_norm, parts.ffn_norm = layer.self_attn_layer_norm, layer.final_layer_norm
             parts.fc1, parts.fc2 = layer.fc1, layer.fc2
             self.layers.append(parts)
+        if self.stacked:  # one row mask serves every stacked Linear (StackedLoRALinear.rows)
+            masks = [p.block_adapter for parts in self.layers for p in (parts.q_proj, parts.v_proj)]
+            if any(not torch.equal(mask, masks[0]) for mask in masks):
+                raise ValueError("the LoRA adapters differ in rank between layers: stacked export needs one rank")
 
-    def _project(self, linear: nn.Module, x: torch.Tensor, adapter_ids) -> torch.Tensor:
-        return linear(x, adapter_ids) if self.stacked else linear(x)
+    def _project(self, linear: nn.Module, x: torch.Tensor, adapter_rows) -> torch.Tensor:
+        return linear(x, adapter_rows) if self.stacked else linear(x)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*hd) -> (B, H, T, hd)
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def _attention(self, parts, hidden, past_key, past_value, adapter_ids, visible):
-        query = self._heads(self._project(parts.q_proj, hidden, adapter_ids)) * self.head_dim**-0.5
+    def _attention(self, parts, hidden, past_key, past_value, adapter_rows, visible):
+        query = self._heads(self._project(parts.q_proj, hidden, adapter_rows)) * self.head_dim**-0.5
         key = torch.cat([past_key, self._heads(parts.k_proj(hidden))], dim=2)  # (B, H, S + T, hd)
-        value = torch.cat([past_value, self._heads(self._project(parts.v_proj, hidden, adapter_ids))], dim=2)
+        value = torch.cat([past_value, self._heads(self._project(parts.v_proj, hidden, adapter_rows))], dim=2)
         scores = (query @ key.transpose(-1, -2)).masked_fill(~visible, torch.finfo(query.dtype).min)
         attended = scores.softmax(-1) @ value  # (B, H, T, hd)
         return parts.out_proj(attended.transpose(1, 2).flatten(2)), key, value
 
-    def _block(self, parts, hidden, past_key, past_value, adapter_ids, visible):
+    def _block(self, parts, hidden, past_key, past_value, adapter_rows, visible):
         hidden, (key, value) = opt_layer(
-            hidden, lambda x: self._attention(parts, x, past_key, past_value, adapter_ids, visible),
+            hidden, lambda x: self._attention(parts, x, past_key, past_value, adapter_rows, visible),
             parts.attention_norm, parts.ffn_norm, parts.fc1, parts.fc2, self.activation, self.layer_norm_before)
         return hidden, key, value
 
@@ -123,9 +127,10 @@ class ExportableOPT(nn.Module):
         if self.project_in is not None:
             embeds = self.project_in(embeds)
         hidden = embeds + hidden
+        adapter_rows = self.layers[0].q_proj.rows(adapter_ids, hidden.dtype) if self.stacked else None
         present = []
         for index, parts in enumerate(self.layers):
-            hidden, key, value = self._block(parts, hidden, past[2 * index], past[2 * index + 1], adapter_ids,
+            hidden, key, value = self._block(parts, hidden, past[2 * index], past[2 * index + 1], adapter_rows,
                                              visible)
             present += [key, value]
         last = hidden[:, -1]  # (B, D)

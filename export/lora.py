@@ -66,7 +66,11 @@ class StackedLoRALinear(nn.Module):
         self.lora_b = nn.Parameter(torch.cat(b, dim=1).detach())  # (out, n r)
         self.register_buffer("block_adapter", torch.arange(len(adapters)).repeat_interleave(rank))  # (n r,)
 
-    def forward(self, x: torch.Tensor, adapter_ids: torch.Tensor) -> torch.Tensor:
-        own = (self.block_adapter == adapter_ids[:, None]).to(x.dtype)[:, None]  # (B, 1, n r)
-        low_rank = F.linear(x, self.lora_a) * own  # (B, T, n r): each row's own adapter's r columns
+    def rows(self, adapter_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The (B, 1, n r) 0/1 mask of each row's own adapter's columns, for forward. Every stacked Linear of one
+        model has the same adapters and rank, so a model builds it once per call (export/llm.py)."""
+        return (self.block_adapter == adapter_ids[:, None]).to(dtype)[:, None]
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        low_rank = F.linear(x, self.lora_a) * rows  # (B, T, n r): each row's own adapter's r columns
         return F.linear(x, self.weight, self.bias) + F.linear(low_rank, self.lora_b)
